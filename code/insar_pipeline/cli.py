@@ -1,0 +1,121 @@
+"""Command line: parse arguments, build the settings, run one command, map errors to exit codes.
+
+Command modules are imported lazily so that `--help` and `status` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, InputError, PipelineError
+
+log = logging.getLogger(__name__)
+
+# command -> (module, function); each function is `(settings, args) -> exit code`.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("scheduler", "run_command", "process every pair in parallel, clean, report"),
+    "plan": ("plan", "plan_command", "validate inputs and print what `run` would do"),
+    "status": ("status", "status_command", "per-pair state from the ledger"),
+    "clean": ("clean", "clean_command", "apply a cleaning level to finished pairs"),
+    "report": ("report", "report_command", "(re)write data/runs/report.html and quicklooks"),
+    "pairs": ("network", "pairs_command", "write a small-baseline pairs.txt from data/raw"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS: an option given before the command must survive the subparser's own defaults.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--data", dest="data_dir", metavar="DIR", help="data folder (./data)")
+    common.add_argument("--pairs", dest="pairs_file", metavar="FILE", help="pairs list (./pairs.txt)")
+    common.add_argument("--env", dest="env_file", metavar="FILE", help="settings file (./.env)")
+    common.add_argument("--workers", metavar="N", help="parallel pairs (a number or 'auto')")
+    common.add_argument(
+        "--only", action="append", metavar="PAIR_ID", help="process only this pair (repeatable)"
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+
+    parser = argparse.ArgumentParser(
+        prog="main_parallel.py",
+        description="Sentinel-1 IW SLC pairs -> geocoded interferograms with ISCE2 topsApp.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, _, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+        _add_command_options(name, sub)
+    return parser
+
+
+def _add_command_options(name: str, sub: argparse.ArgumentParser) -> None:
+    if name == "status":
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+    elif name == "clean":
+        sub.add_argument("--level", choices=("none", "standard", "nuclear"), help="default: CLEAN")
+        sub.add_argument("pair_ids", nargs="*", metavar="PAIR", help="pairs to clean (default all)")
+    elif name == "pairs":
+        sub.add_argument("--max-days", type=int, default=48, help="longest temporal baseline")
+        sub.add_argument("--neighbours", type=int, default=3, help="later dates paired with each")
+        sub.add_argument("--output", metavar="FILE", help="where to write (default: --pairs)")
+        sub.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(arg in COMMANDS for arg in argv if not arg.startswith("-")) and not _asks_help(argv):
+        argv = ["run", *argv]
+    args = build_parser().parse_args(argv)
+    from .logs import configure_logging
+
+    configure_logging(verbose=bool(getattr(args, "verbose", False)))
+    try:
+        settings = _settings_from(args)
+        configure_logging(verbose=settings.verbose, secrets=_secrets_of(settings))
+        module_name, function_name, _ = COMMANDS[args.command]
+        command = _load_command(module_name, function_name)
+        return int(command(settings, args))
+    except PipelineError as err:
+        log.error("%s", err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted; rerun the same command to resume")
+        return EXIT_INTERRUPTED
+
+
+def _asks_help(argv: Sequence[str]) -> bool:
+    return any(arg in ("-h", "--help", "--version") for arg in argv)
+
+
+def _settings_from(args: argparse.Namespace):
+    from .config import load_settings
+
+    only = getattr(args, "only", None)
+    cli = {
+        name: getattr(args, name, None)
+        for name in ("data_dir", "pairs_file", "env_file", "workers", "verbose")
+    }
+    cli["only"] = tuple(only) if only else None
+    return load_settings(cli)
+
+
+def _secrets_of(settings) -> list[str]:
+    secrets = [settings.opentopo_api_key, settings.cdse_password]
+    return [secret.get_secret_value() for secret in secrets if secret is not None]
+
+
+def _load_command(module_name: str, function_name: str):
+    try:
+        module = importlib.import_module(f".{module_name}", __package__)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__package__}.{module_name}":
+            raise
+        raise InputError(f"this command is not available yet ({module_name} is missing)") from None
+    command = getattr(module, function_name, None)
+    if command is None:
+        raise InputError(f"this command is not available yet ({module_name}.{function_name})")
+    return command

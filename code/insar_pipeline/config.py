@@ -1,0 +1,290 @@
+"""Settings: `.env` file, then the process environment, then CLI options (SPEC.md section 4).
+
+Everything the pipeline reads from the user is validated here once, into a frozen `Settings`
+that is passed down; no other module reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from .errors import InputError
+from .geo import BBox
+
+log = logging.getLogger(__name__)
+
+DEM_TYPES = (
+    "COP30", "COP90", "NASADEM", "SRTMGL1", "SRTMGL3", "SRTMGL1_E", "SRTMGL3_E",
+    "AW3D30", "AW3D30_E", "SRTM15Plus", "EU_DTM", "GEDI_L3",
+)  # fmt: skip
+UNWRAPPERS = ("snaphu_mcf", "snaphu", "downsample_snaphu", "icu", "grass")
+ORBIT_SOURCES = ("asf", "aws", "cdse")
+POLARIZATIONS = ("vv", "vh", "hh", "hv")
+CLEAN_LEVELS = ("none", "standard", "nuclear")
+SECRET_KEYS = frozenset({"OPENTOPO_API_KEY", "CDSE_PASSWORD"})
+# Keys other tools read from the same .env (run_docker.sh); accepted here without a warning.
+FOREIGN_KEYS = frozenset({"MEMORY_LIMIT", "SHM_SIZE", "IMAGE_NAME"})
+
+
+class Settings(BaseModel):
+    """Every setting of a run. Field names are the `.env` keys in lower case."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    # Where things are (CLI options; not .env keys).
+    data_dir: Path = Field(Path("data"), description="the data folder (raw, orbit_data, dem, runs)")
+    pairs_file: Path = Field(Path("pairs.txt"), description="the pairs list")
+    env_file: Path = Field(Path(".env"), description="the .env file read")
+    only: tuple[str, ...] = Field((), description="restrict to these pair ids")
+    verbose: bool = False
+
+    opentopo_api_key: SecretStr | None = Field(None, description="OpenTopography API key")
+    roi: BBox | None = Field(None, description="S,N,W,E box of the downloaded DEM")
+    region_of_interest: BBox | None = Field(None, description="topsApp region of interest S,N,W,E")
+    workers: int | None = Field(None, ge=1, description="parallel pairs ('auto' or a number)")
+    memory_per_worker_gb: float = Field(16.0, gt=0)
+    memory_total_gb: float | None = Field(None, gt=0, description="RAM to plan with; None = detect")
+    memory_reserve_gb: float = Field(2.0, ge=0, description="RAM kept free for the system")
+    cores: int | None = Field(None, ge=1, description="cores to plan with; None = detect")
+    dem_type: str = "COP30"
+    dem_buffer_deg: float = Field(0.1, ge=0, le=5)
+    swaths: tuple[int, ...] = (1, 2, 3)
+    polarization: str = "vv"
+    range_looks: int = Field(19, ge=1)
+    azimuth_looks: int = Field(7, ge=1)
+    filter_strength: float = Field(0.5, ge=0, le=1)
+    unwrap: bool = True
+    unwrapper: str = "snaphu_mcf"
+    ionosphere: bool = False
+    geocode_bbox: BBox | None = None
+    max_retries: int = Field(2, ge=0, le=20)
+    phase_timeout_min: float | None = Field(None, gt=0)
+    clean: Literal["none", "standard", "nuclear"] = "standard"
+    orbit_sources: tuple[str, ...] = ORBIT_SOURCES
+    cdse_username: str | None = None
+    cdse_password: SecretStr | None = None
+    topsapp: str = "topsApp.py"
+    executor: Literal["local", "dask"] = "local"
+    dask_scheduler: str | None = Field(None, description="'local', an address, 'slurm' or 'pbs'")
+    dask_cores: int = Field(1, ge=1, description="cores per dask-jobqueue job")
+    dask_memory_gb: float = Field(16.0, gt=0, description="memory per dask-jobqueue job")
+    dask_walltime: str = "12:00:00"
+    dask_queue: str | None = None
+    dask_account: str | None = None
+    dask_jobs: int = Field(1, ge=1, description="dask-jobqueue jobs to start")
+    geometry_reuse: bool = True
+    opentopo_url: str = "https://portal.opentopography.org"
+    asf_orbit_url: str = "https://s1-orbits.asf.alaska.edu"
+    aws_orbit_url: str = "https://s1-orbits.s3.us-west-2.amazonaws.com"
+    cdse_url: str = "https://catalogue.dataspace.copernicus.eu"
+    cdse_token_url: str = (
+        "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
+    )
+    cdse_download_url: str = "https://zipper.dataspace.copernicus.eu"
+
+    @field_validator("roi", "region_of_interest", "geocode_bbox", mode="before")
+    @classmethod
+    def _parse_bbox(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return BBox.parse(value) if value.strip() else None
+        return value
+
+    @field_validator("workers", "phase_timeout_min", "memory_total_gb", "cores", mode="before")
+    @classmethod
+    def _auto_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "auto", "none"):
+            return None
+        return value
+
+    @field_validator(
+        "opentopo_api_key", "cdse_username", "cdse_password", "dask_scheduler", "dask_queue",
+        "dask_account", mode="before",
+    )
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("swaths", "orbit_sources", "only", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item for item in value.replace(",", " ").split() if item)
+        return value
+
+    @field_validator("swaths")
+    @classmethod
+    def _check_swaths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(swath not in (1, 2, 3) for swath in value):
+            raise ValueError("must list IW swaths among 1, 2, 3 (e.g. 1,2,3)")
+        return tuple(sorted(set(value)))
+
+    @field_validator("orbit_sources")
+    @classmethod
+    def _check_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        value = tuple(source.lower() for source in value)
+        if not value or any(source not in ORBIT_SOURCES for source in value):
+            raise ValueError(f"must list sources among {', '.join(ORBIT_SOURCES)}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("dem_type")
+    @classmethod
+    def _check_dem_type(cls, value: str) -> str:
+        for known in DEM_TYPES:
+            if value.strip().lower() == known.lower():
+                return known
+        raise ValueError(f"must be one of {', '.join(DEM_TYPES)}")
+
+    @field_validator("polarization", "unwrapper", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("polarization")
+    @classmethod
+    def _check_polarization(cls, value: str) -> str:
+        if value not in POLARIZATIONS:
+            raise ValueError(f"must be one of {', '.join(POLARIZATIONS)}")
+        return value
+
+    @field_validator("unwrapper")
+    @classmethod
+    def _check_unwrapper(cls, value: str) -> str:
+        if value not in UNWRAPPERS:
+            raise ValueError(f"must be one of {', '.join(UNWRAPPERS)}")
+        return value
+
+    @field_validator("clean", mode="before")
+    @classmethod
+    def _clean_lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    # Derived folders: every path of a run comes from these.
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def orbit_dir(self) -> Path:
+        return self.data_dir / "orbit_data"
+
+    @property
+    def dem_dir(self) -> Path:
+        return self.data_dir / "dem"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    def run_dir(self, pair_id: str) -> Path:
+        return self.runs_dir / pair_id
+
+    @property
+    def phase_timeout_s(self) -> float | None:
+        return None if self.phase_timeout_min is None else self.phase_timeout_min * 60
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """A validated copy with some fields changed (tests and the CLI use this)."""
+        return _rebuild(self, changes)
+
+
+def _rebuild(settings: Settings, changes: Mapping[str, Any]) -> Settings:
+    values = {name: getattr(settings, name) for name in Settings.model_fields}
+    values.update(changes)
+    return Settings(**values)
+
+
+ENV_KEYS: dict[str, str] = {
+    name.upper(): name
+    for name in Settings.model_fields
+    if name not in ("data_dir", "pairs_file", "env_file", "only", "verbose")
+}
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The key/value pairs of a .env file (python-dotenv syntax, inline `# comments` allowed)."""
+    from dotenv import dotenv_values
+
+    if not path.exists():
+        return {}
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read it ({err})") from err
+    return {key: (value or "") for key, value in values.items()}
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings from `.env`, the process environment and CLI options, in that order.
+
+    `cli` holds field names (data_dir, pairs_file, env_file, workers, only, verbose...);
+    values of None are "not given". Raises InputError naming the key and what it accepts.
+    """
+    cli = {key: value for key, value in (cli or {}).items() if value is not None}
+    environ = os.environ if environ is None else environ
+    env_file = Path(cli.get("env_file", ".env"))
+    file_values = read_env_file(env_file)
+    _warn_unknown_keys(env_file, file_values)
+
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, field in ENV_KEYS.items():
+        if key in environ:
+            raw[field], sources[field] = environ[key], "environment"
+        elif key in file_values:
+            raw[field], sources[field] = file_values[key], str(env_file)
+    for field, value in cli.items():
+        raw[field], sources[field] = value, "command line"
+    raw.setdefault("env_file", env_file)
+    try:
+        return Settings(**raw)
+    except ValidationError as err:
+        raise InputError(_describe(err, raw, sources)) from None
+
+
+def _warn_unknown_keys(env_file: Path, values: Mapping[str, str]) -> None:
+    for key in values:
+        if key in ENV_KEYS or key in FOREIGN_KEYS:
+            continue
+        close = difflib.get_close_matches(key, list(ENV_KEYS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        log.warning("%s: unknown key %s is ignored%s", env_file, key, hint)
+
+
+def _describe(err: ValidationError, raw: Mapping[str, Any], sources: Mapping[str, str]) -> str:
+    """One line per bad key, never echoing a secret."""
+    lines = []
+    for problem in err.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        key = field.upper() if field.upper() in ENV_KEYS else f"--{field.replace('_', '-')}"
+        where = sources.get(field, "settings")
+        message = problem["msg"].removeprefix("Value error, ")
+        if key in SECRET_KEYS or field not in raw:
+            shown = ""
+        else:
+            shown = f"={raw[field]!r}"
+        lines.append(f"{where}: {key}{shown} is invalid: {message}")
+    return "\n".join(lines)

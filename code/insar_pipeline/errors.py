@@ -1,0 +1,58 @@
+"""The pipeline's exceptions; `cli` maps each family to an exit code (SPEC.md section 3)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PAIR_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class PipelineError(Exception):
+    """Base class of every error the pipeline raises on purpose."""
+
+    exit_code = EXIT_PAIR_FAILED
+
+
+class InputError(PipelineError):
+    """Bad user input (pairs.txt, .env, CLI option, a SAFE product): nothing was started."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ProvisioningError(PipelineError):
+    """An orbit or DEM could not be provided before processing."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ServiceError(ProvisioningError):
+    """A remote service failed in a way a retry may fix (timeout, 429, 5xx)."""
+
+
+class CredentialError(ProvisioningError):
+    """A service refused our credentials (401/403): the user must fix a key or password."""
+
+
+class RunLockedError(PipelineError):
+    """Another `run` holds the data folder's lock."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class TopsAppError(PipelineError):
+    """A topsApp phase failed."""
+
+
+class TransientTopsAppError(TopsAppError):
+    """A failure a retry may fix: killed by a signal, out of memory, I/O error, time-out."""
+
+
+class FatalTopsAppError(TopsAppError):
+    """A failure a retry cannot fix: bad configuration, missing inputs, silent ISCE failure."""
+
+
+class Interrupted(PipelineError):
+    """The user interrupted the run (Ctrl-C/SIGTERM); state is saved and a rerun resumes."""
+
+    exit_code = EXIT_INTERRUPTED
