@@ -7,7 +7,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 # System packages: GDAL + its Python bindings (must match the system GDAL), PROJ grids,
-# shellcheck for the shell-script tests, sqlite3 for inspecting ledgers.
+# ShellCheck for the shell-script tests, sqlite3 for inspecting ledgers.
 apt_packages=(gdal-bin libgdal-dev proj-data python3-gdal python3-numpy python3-venv shellcheck sqlite3)
 missing=()
 for package in "${apt_packages[@]}"; do

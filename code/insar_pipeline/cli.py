@@ -67,9 +67,13 @@ def _add_command_options(name: str, sub: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not any(arg in COMMANDS for arg in argv if not arg.startswith("-")) and not _asks_help(argv):
+    parser = build_parser()
+    word = _first_word(argv)
+    if word is None and not _asks_help(argv):
         argv = ["run", *argv]
-    args = build_parser().parse_args(argv)
+    elif word is not None and word not in COMMANDS:
+        parser.error(f"unknown command {word!r} (choose from {', '.join(COMMANDS)})")
+    args = parser.parse_args(argv)
     from .logs import configure_logging
 
     configure_logging(verbose=bool(getattr(args, "verbose", False)))
@@ -85,6 +89,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; rerun the same command to resume")
         return EXIT_INTERRUPTED
+
+
+# Common options that take a value: the word after them is that value, not a command.
+_VALUE_OPTIONS = frozenset({"--data", "--pairs", "--env", "--workers", "--only"})
+
+
+def _first_word(argv: Sequence[str]) -> str | None:
+    """The first argument that is neither an option nor an option's value: the command."""
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg.startswith("-"):
+            skip_next = arg in _VALUE_OPTIONS
+        else:
+            return arg
+    return None
 
 
 def _asks_help(argv: Sequence[str]) -> bool:

@@ -7,8 +7,10 @@ that is passed down; no other module reads `os.environ`.
 from __future__ import annotations
 
 import difflib
+import io
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +64,9 @@ class Settings(BaseModel):
     cores: int | None = Field(None, ge=1, description="cores to plan with; None = detect")
     dem_type: str = "COP30"
     dem_buffer_deg: float = Field(0.1, ge=0, le=5)
+    geocode_dem_arcsec: int | None = Field(
+        None, ge=1, description="arc-second posting of a coarser DEM for geocoding; none: the DEM"
+    )
     swaths: tuple[int, ...] = (1, 2, 3)
     polarization: str = "vv"
     range_looks: int = Field(19, ge=1)
@@ -103,7 +108,14 @@ class Settings(BaseModel):
             return BBox.parse(value) if value.strip() else None
         return value
 
-    @field_validator("workers", "phase_timeout_min", "memory_total_gb", "cores", mode="before")
+    @field_validator(
+        "workers",
+        "phase_timeout_min",
+        "memory_total_gb",
+        "cores",
+        "geocode_dem_arcsec",
+        mode="before",
+    )
     @classmethod
     def _auto_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "auto", "none"):
@@ -222,16 +234,36 @@ ENV_KEYS: dict[str, str] = {
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """The key/value pairs of a .env file (python-dotenv syntax, inline `# comments` allowed)."""
+    """The key/value pairs of a .env file (python-dotenv syntax, inline `# comments` allowed).
+
+    A line python-dotenv cannot parse would be skipped silently; it is an InputError naming the
+    line instead (the line itself is not echoed: it may hold a secret).
+    """
     from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
     if not path.exists():
         return {}
     try:
-        values = dotenv_values(path)
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: cannot read it ({err})") from err
+    bad = [binding.original for binding in parse_stream(io.StringIO(text)) if binding.error]
+    if bad:
+        raise InputError("\n".join(_unparsable(path, original) for original in bad))
+    values = dotenv_values(stream=io.StringIO(text))
     return {key: (value or "") for key, value in values.items()}
+
+
+def _unparsable(path: Path, original: Any) -> str:
+    # parse_stream reports blank lines before a bad statement as part of it.
+    text = original.string
+    line = original.line + len(text) - len(text.lstrip("\n"))
+    word = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)", text.lstrip("\n"))
+    what = f"the line of {word[1]}" if word else "this line"
+    return (
+        f"{path}:{line}: cannot parse {what}; write KEY = value (quote values holding # or spaces)"
+    )
 
 
 def load_settings(
@@ -246,16 +278,21 @@ def load_settings(
     cli = {key: value for key, value in (cli or {}).items() if value is not None}
     environ = os.environ if environ is None else environ
     env_file = Path(cli.get("env_file", ".env"))
+    if "env_file" in cli and not env_file.is_file():
+        raise InputError(f"--env {env_file}: no such file; copy .env.example there or drop --env")
     file_values = read_env_file(env_file)
     _warn_unknown_keys(env_file, file_values)
 
     raw: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key, field in ENV_KEYS.items():
-        if key in environ:
-            raw[field], sources[field] = environ[key], "environment"
-        elif key in file_values:
-            raw[field], sources[field] = file_values[key], str(env_file)
+        # The environment overrides the file; an empty value at either level means the default.
+        value, source = (
+            (environ[key], "environment") if key in environ
+            else (file_values.get(key), str(env_file))
+        )  # fmt: skip
+        if value is not None and value.strip():
+            raw[field], sources[field] = value, source
     for field, value in cli.items():
         raw[field], sources[field] = value, "command line"
     raw.setdefault("env_file", env_file)
@@ -279,12 +316,28 @@ def _describe(err: ValidationError, raw: Mapping[str, Any], sources: Mapping[str
     lines = []
     for problem in err.errors():
         field = str(problem["loc"][0]) if problem["loc"] else "?"
-        key = field.upper() if field.upper() in ENV_KEYS else f"--{field.replace('_', '-')}"
         where = sources.get(field, "settings")
-        message = problem["msg"].removeprefix("Value error, ")
-        if key in SECRET_KEYS or field not in raw:
+        if field.upper() in ENV_KEYS and where != "command line":
+            key = field.upper()
+        else:
+            key = f"--{field.replace('_', '-')}"
+        message = _EXPECTED.get(problem["type"], problem["msg"].removeprefix("Value error, "))
+        if field in _AUTO_FIELDS and problem["type"] in ("int_parsing", "float_parsing"):
+            message += " or auto"
+        if field.upper() in SECRET_KEYS or field not in raw:
             shown = ""
         else:
             shown = f"={raw[field]!r}"
         lines.append(f"{where}: {key}{shown} is invalid: {message}")
     return "\n".join(lines)
+
+
+# pydantic's words for a wrong type, replaced by what the key accepts.
+_EXPECTED = {
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+}
+_AUTO_FIELDS = frozenset({"workers", "cores", "memory_total_gb"})

@@ -1,0 +1,174 @@
+"""The `plan` command: validate settings, pairs and products, and print what `run` would do.
+
+Nothing is downloaded and nothing is written but data/runs/pipeline.log. `build_plan` and
+`render_plan` are pure; `plan_command` is the thin I/O around them. The phases come from
+`topsapp.phase_table`; what is left of them from each run folder's checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import logs
+from .errors import InputError
+from .pairs import Pair, load_pairs
+from .safe import Product, is_product_path
+from .topsapp import Phase, phase_table, remaining_phases
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """What `run` would do for one pair."""
+
+    pair: Pair
+    phases: tuple[Phase, ...]  # phases still to run, the first trimmed to where it resumes
+    total: int  # phases of a whole run of this pair
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `run` would do, as data."""
+
+    pairs_file: Path
+    data_dir: Path
+    settings: tuple[tuple[str, str], ...]  # (label, value) lines of the settings that matter
+    pairs: tuple[PairPlan, ...]
+
+    @property
+    def scenes(self) -> frozenset[Path]:
+        return frozenset(p.path for item in self.pairs for p in item.pair.products)
+
+    @property
+    def phase_count(self) -> int:
+        return sum(len(item.phases) for item in self.pairs)
+
+
+def build_plan(
+    settings: Settings, pairs: list[Pair], left: Mapping[str, tuple[Phase, ...]] | None = None
+) -> Plan:
+    """The plan of a run of these validated pairs (pure).
+
+    `left` maps a pair id to its phases still to run (from its run folder's checkpoints); a pair
+    absent from it has every phase to run.
+    """
+    table = phase_table(settings.ionosphere)
+    left = left or {}
+    return Plan(
+        pairs_file=settings.pairs_file,
+        data_dir=settings.data_dir,
+        settings=_settings_summary(settings),
+        pairs=tuple(PairPlan(pair, left.get(pair.id, table), len(table)) for pair in pairs),
+    )
+
+
+def _settings_summary(settings: Settings) -> tuple[tuple[str, str], ...]:
+    unwrap = settings.unwrapper if settings.unwrap else "off"
+    region = settings.region_of_interest or "whole scenes"
+    return (
+        ("swaths", ",".join(f"IW{s}" for s in settings.swaths)),
+        ("polarization", settings.polarization.upper()),
+        ("looks", f"{settings.range_looks} range x {settings.azimuth_looks} azimuth"),
+        ("unwrap", unwrap),
+        ("ionosphere", "on" if settings.ionosphere else "off"),
+        ("region", str(region)),
+        ("workers", "auto" if settings.workers is None else str(settings.workers)),
+        ("executor", settings.executor),
+        ("clean", settings.clean),
+    )
+
+
+def render_plan(plan: Plan) -> str:
+    """The plan as the text `plan` prints (pure)."""
+    tracks = sorted({item.pair.reference.relative_orbit for item in plan.pairs})
+    lines = [
+        f"Plan: {_count(len(plan.pairs), 'pair')}, {_count(len(plan.scenes), 'scene')}, "
+        f"{_count(len(tracks), 'track')} ({', '.join(map(str, tracks))}) from {plan.pairs_file};"
+        f" data folder {plan.data_dir}",
+        "settings: " + "  ".join(f"{label} {value}" for label, value in plan.settings),
+    ]
+    for item in plan.pairs:
+        lines += ["", *_render_pair(item, plan.pairs_file)]
+    pending = sum(1 for item in plan.pairs if item.phases)
+    lines += [
+        "",
+        f"`run` would run {_count(plan.phase_count, 'phase')} for {_count(pending, 'pair')}"
+        f" ({len(plan.pairs) - pending} already done). Nothing was downloaded.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _render_pair(item: PairPlan, pairs_file: Path) -> list[str]:
+    pair = item.pair
+    days = (pair.secondary.date - pair.reference.date).days
+    where = f"{pairs_file}:{pair.line}" if pair.line else "generated"
+    return [
+        f"{pair.id}  ({where}, relative orbit {pair.reference.relative_orbit}, {days} days)",
+        *_render_scene("reference", pair.reference),
+        *_render_scene("secondary", pair.secondary),
+        f"  swaths     {' '.join(f'IW{s}' for s in pair.swaths)}",
+        f"  phases     {_render_phases(item)}",
+    ]
+
+
+def _render_phases(item: PairPlan) -> str:
+    if not item.phases:
+        return "none left: the pair is done"
+    names = " ".join(phase.name for phase in item.phases)
+    if len(item.phases) == item.total and item.phases[0].first == "startup":
+        return names
+    return f"{names}  (resumes at topsApp step {item.phases[0].first})"
+
+
+def _render_scene(role: str, product: Product) -> list[str]:
+    return [
+        f"  {role:<9}  {product.path.name}",
+        f"             {product.start:%Y-%m-%d %H:%M:%S.%f} to {product.stop:%H:%M:%S.%f} UTC",
+    ]
+
+
+def plan_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Validate everything `run` needs and print the plan; exit 0, or InputError (exit 2)."""
+    if not settings.data_dir.is_dir():
+        raise InputError(
+            f"data folder {settings.data_dir} does not exist; create it with a raw/ folder"
+            " holding the Sentinel-1 products, or pass --data DIR"
+        )
+    logs.attach_pipeline_log(settings.runs_dir)
+    check_raw_dir(settings.raw_dir)
+    pairs = load_pairs(settings)
+    table = phase_table(settings.ionosphere)
+    # Reading checkpoints only stats files; a pair without a run folder has every phase left.
+    left = {pair.id: remaining_phases(settings.run_dir(pair.id), table) for pair in pairs}
+    plan = build_plan(settings, pairs, left)
+    log.debug("plan: %d pairs, %d phases", len(plan.pairs), plan.phase_count)
+    sys.stdout.write(render_plan(plan))
+    return 0
+
+
+def check_raw_dir(raw_dir: Path) -> None:
+    """InputError with what to do when data/raw is missing or holds no product."""
+    if not raw_dir.is_dir():
+        raise InputError(
+            f"{raw_dir} does not exist; create it and put the Sentinel-1 .SAFE folders"
+            " or .zip files there"
+        )
+    if not any(is_product_path(entry) for entry in raw_dir.iterdir()):
+        raise InputError(
+            f"{raw_dir} holds no .SAFE folder or .zip file; put the Sentinel-1 IW SLC products"
+            " of pairs.txt there"
+        )
