@@ -8,7 +8,7 @@ cd "$repo"
 
 # System packages: GDAL + its Python bindings (must match the system GDAL), PROJ grids,
 # ShellCheck for the shell-script tests, sqlite3 for inspecting ledgers.
-apt_packages=(gdal-bin libgdal-dev proj-data python3-gdal python3-numpy python3-venv shellcheck sqlite3)
+apt_packages=(gdal-bin libgdal-dev proj-data python3-gdal python3-numpy python3-venv python3-yaml shellcheck sqlite3)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -28,6 +28,10 @@ fi
 system_python=/usr/bin/python3
 key=$(cat pyproject.toml tests/run.sh | sha256sum | cut -c1-12)
 venv=${INSAR_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/insar-pipeline/venv-$key}
+mkdir -p "$(dirname "$venv")"
+# Two test runs at once (e.g. CI and a developer) must not build the same venv together.
+exec 9>"$venv.lock"
+flock 9
 if [ ! -f "$venv/.complete" ]; then
     echo "tests/run.sh: creating $venv" >&2
     rm -rf "$venv"
@@ -45,5 +49,7 @@ PY
         -c "$constraints" -r "$venv/requirements.txt"
     touch "$venv/.complete"
 fi
+flock -u 9
+exec 9>&-
 
 exec "$venv/bin/python" -m pytest "$@"
