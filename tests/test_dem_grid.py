@@ -230,3 +230,9 @@ def test_every_supported_type_has_a_known_datum_and_posting():
         assert spec.geoid is None or not spec.name.endswith("_E")
         assert 3600 % spec.posting_arcsec == 0
         assert math.isfinite(spec.max_area_km2)
+
+
+def test_settings_accept_exactly_the_supported_dem_types():
+    from insar_pipeline.config import DEM_TYPES
+
+    assert DEM_TYPES == tuple(DEM_SPECS)

@@ -43,17 +43,25 @@ def test_plan_prints_pairs_scenes_swaths_and_phases(project: Path) -> None:
     assert out[0] == "Plan: 2 pairs, 3 scenes, 1 track (108) from pairs.txt; data folder data"
     assert out[1].startswith("settings: swaths IW1,IW2,IW3  polarization VV  looks 19 range x 7")
     first = out.index("20250406_20250418  (pairs.txt:2, relative orbit 108, 12 days)")
-    assert out[first + 1 : first + 7] == [
+    assert out[first + 1 : first + 9] == [
         f"  reference  {SLC_REFERENCE}.SAFE",
         "             2025-04-06 02:20:08.592193 to 02:20:35.567258 UTC",
+        "             orbit download: first try asf",
         f"  secondary  {SLC_SECONDARY}.SAFE",
         "             2025-04-18 02:20:08.470270 to 02:20:35.445335 UTC",
+        "             orbit download: first try asf",
         "  swaths     IW1 IW2 IW3",
         f"  phases     {PHASES_WITHOUT_ION}",
     ]
     second = out.index("20250418_20250430  (pairs.txt:3, relative orbit 108, 12 days)")
-    assert out[second + 3] == f"  secondary  {later}"
-    assert out[second + 5] == "  swaths     IW1 IW2"
+    assert out[second + 4] == f"  secondary  {later}"
+    assert out[second + 7] == "  swaths     IW1 IW2"
+    # Both pairs overlap: one DEM for the region, to be downloaded, and no key to do it with.
+    dem_lines = out[out.index("DEM: 1 DEM") + 1 :]
+    assert dem_lines[0].startswith("  demLat_N50_N54_Lon_W131_W125_COP30.dem.wgs84  box ")
+    assert dem_lines[0].endswith("download in 1 request  for 2 pairs")
+    assert dem_lines[1].startswith("warning: the DEM demLat_N50_N54_Lon_W131_W125_COP30.dem.wgs84")
+    assert "set OPENTOPO_API_KEY in .env" in dem_lines[1]
     assert (
         out[-1] == "`run` would run 12 phases for 2 pairs (0 already done). Nothing was downloaded."
     )

@@ -29,9 +29,10 @@ from .geo import BBox
 
 log = logging.getLogger(__name__)
 
+# OpenTopography global DEMs whose vertical datum the pipeline converts (dem_grid.DEM_SPECS).
 DEM_TYPES = (
-    "COP30", "COP90", "NASADEM", "SRTMGL1", "SRTMGL3", "SRTMGL1_E", "SRTMGL3_E",
-    "AW3D30", "AW3D30_E", "SRTM15Plus", "EU_DTM", "GEDI_L3",
+    "COP30", "COP90", "NASADEM", "SRTMGL1", "SRTMGL3", "AW3D30", "SRTMGL1_E", "SRTMGL3_E",
+    "AW3D30_E",
 )  # fmt: skip
 UNWRAPPERS = ("snaphu_mcf", "snaphu", "downsample_snaphu", "icu", "grass")
 ORBIT_SOURCES = ("asf", "aws", "cdse")

@@ -75,4 +75,4 @@ class BBox:
         )
 
     def __str__(self) -> str:
-        return f"S{self.south:g} N{self.north:g} W{self.west:g} E{self.east:g}"
+        return f"{self.south:g},{self.north:g},{self.west:g},{self.east:g} (S,N,W,E)"

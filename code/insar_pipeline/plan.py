@@ -11,12 +11,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import logs
+from .dem import DemPlan, missing_prerequisites, plan_dems
 from .errors import InputError
+from .orbits import describe_orbit_plan
 from .pairs import Pair, load_pairs
 from .safe import Product, is_product_path
 from .topsapp import Phase, phase_table, remaining_phases
@@ -44,6 +46,9 @@ class Plan:
     data_dir: Path
     settings: tuple[tuple[str, str], ...]  # (label, value) lines of the settings that matter
     pairs: tuple[PairPlan, ...]
+    orbits: Mapping[str, str] = field(default_factory=dict)  # scene name -> cached / source
+    dems: tuple[DemPlan, ...] = ()
+    blockers: tuple[str, ...] = ()  # what would stop provisioning (missing key, geoid grid)
 
     @property
     def scenes(self) -> frozenset[Path]:
@@ -55,12 +60,17 @@ class Plan:
 
 
 def build_plan(
-    settings: Settings, pairs: list[Pair], left: Mapping[str, tuple[Phase, ...]] | None = None
+    settings: Settings,
+    pairs: list[Pair],
+    left: Mapping[str, tuple[Phase, ...]] | None = None,
+    orbits: Mapping[str, str] | None = None,
+    dems: tuple[DemPlan, ...] = (),
+    blockers: tuple[str, ...] = (),
 ) -> Plan:
     """The plan of a run of these validated pairs (pure).
 
     `left` maps a pair id to its phases still to run (from its run folder's checkpoints); a pair
-    absent from it has every phase to run.
+    absent from it has every phase to run. `orbits` and `dems` are what provisioning would do.
     """
     table = phase_table(settings.ionosphere)
     left = left or {}
@@ -69,6 +79,9 @@ def build_plan(
         data_dir=settings.data_dir,
         settings=_settings_summary(settings),
         pairs=tuple(PairPlan(pair, left.get(pair.id, table), len(table)) for pair in pairs),
+        orbits=dict(orbits or {}),
+        dems=dems,
+        blockers=blockers,
     )
 
 
@@ -98,7 +111,9 @@ def render_plan(plan: Plan) -> str:
         "settings: " + "  ".join(f"{label} {value}" for label, value in plan.settings),
     ]
     for item in plan.pairs:
-        lines += ["", *_render_pair(item, plan.pairs_file)]
+        lines += ["", *_render_pair(item, plan.pairs_file, plan.orbits)]
+    lines += _render_dems(plan.dems)
+    lines += [f"warning: {blocker}" for blocker in plan.blockers]
     pending = sum(1 for item in plan.pairs if item.phases)
     lines += [
         "",
@@ -112,14 +127,22 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _render_pair(item: PairPlan, pairs_file: Path) -> list[str]:
+def _render_dems(dems: tuple[DemPlan, ...]) -> list[str]:
+    lines = ["", f"DEM: {_count(len(dems), 'DEM')}"] if dems else []
+    for dem in dems:
+        state = "cached" if dem.cached else f"download in {_count(len(dem.tiles), 'request')}"
+        lines.append(f"  {dem.path.name}  box {dem.bbox}  {state}  for {_count(len(dem.pair_ids), 'pair')}")
+    return lines
+
+
+def _render_pair(item: PairPlan, pairs_file: Path, orbits: Mapping[str, str]) -> list[str]:
     pair = item.pair
     days = (pair.secondary.date - pair.reference.date).days
     where = f"{pairs_file}:{pair.line}" if pair.line else "generated"
     return [
         f"{pair.id}  ({where}, relative orbit {pair.reference.relative_orbit}, {days} days)",
-        *_render_scene("reference", pair.reference),
-        *_render_scene("secondary", pair.secondary),
+        *_render_scene("reference", pair.reference, orbits.get(pair.reference.name)),
+        *_render_scene("secondary", pair.secondary, orbits.get(pair.secondary.name)),
         f"  swaths     {' '.join(f'IW{s}' for s in pair.swaths)}",
         f"  phases     {_render_phases(item)}",
     ]
@@ -134,11 +157,14 @@ def _render_phases(item: PairPlan) -> str:
     return f"{names}  (resumes at topsApp step {item.phases[0].first})"
 
 
-def _render_scene(role: str, product: Product) -> list[str]:
-    return [
+def _render_scene(role: str, product: Product, orbit: str | None) -> list[str]:
+    lines = [
         f"  {role:<9}  {product.path.name}",
         f"             {product.start:%Y-%m-%d %H:%M:%S.%f} to {product.stop:%H:%M:%S.%f} UTC",
     ]
+    if orbit:
+        lines.append(f"             orbit {orbit}")
+    return lines
 
 
 def plan_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -154,7 +180,16 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     table = phase_table(settings.ionosphere)
     # Reading checkpoints only stats files; a pair without a run folder has every phase left.
     left = {pair.id: remaining_phases(settings.run_dir(pair.id), table) for pair in pairs}
-    plan = build_plan(settings, pairs, left)
+    products = [product for pair in pairs for product in pair.products]
+    dems = tuple(plan_dems(settings, pairs))
+    plan = build_plan(
+        settings,
+        pairs,
+        left,
+        orbits=describe_orbit_plan(settings, products),
+        dems=dems,
+        blockers=tuple(missing_prerequisites(settings, dems)),
+    )
     log.debug("plan: %d pairs, %d phases", len(plan.pairs), plan.phase_count)
     sys.stdout.write(render_plan(plan))
     return 0
