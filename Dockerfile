@@ -32,6 +32,7 @@ ARG PYTHON_VERSION=3.11
 ENV ENV_NAME=insar-pipeline
 ENV ISCE_HOME=/opt/conda/envs/insar-pipeline/lib/python${PYTHON_VERSION}/site-packages/isce
 ENV PATH=/opt/conda/envs/insar-pipeline/bin:${ISCE_HOME}/applications:${ISCE_HOME}/bin:${PATH} \
+    PROJ_DATA=/opt/conda/envs/insar-pipeline/share/proj \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
