@@ -1,0 +1,130 @@
+"""`run`: validate, lock, provision once, prepare, dispatch every pair in parallel, report.
+
+`run_pipeline` reads as its stages; `coordinator.Coordinator` does the work after the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .budget import (
+    Machine,
+    MemoryBudget,
+    Parallelism,
+    detect_cores,
+    detect_memory_gb,
+    plan_parallelism,
+)
+from .config import Settings
+from .coordinator import Coordinator, Provision, RunSummary
+from .errors import InputError
+from .executor import Executor, LocalExecutor
+from .ledger import Ledger
+from .lock import RunLock
+from .logs import attach_pipeline_log
+from .progress import Progress
+from .signals import StopRequest
+
+__all__ = [
+    "Provision",
+    "RunSummary",
+    "create_executor",
+    "provision_inputs",
+    "run_command",
+    "run_pipeline",
+]
+
+log = logging.getLogger(__name__)
+
+
+def run_command(settings: Settings, args: Any) -> int:
+    """The `run` command of the CLI."""
+    return run_pipeline(settings).exit_code
+
+
+def run_pipeline(
+    settings: Settings,
+    *,
+    provision: Callable[..., Provision] | None = None,
+    prepare: Callable[..., Any] | None = None,
+    make_executor: Callable[[Settings, Parallelism, MemoryBudget], Executor] | None = None,
+    progress: Progress | None = None,
+    report: bool = True,
+) -> RunSummary:
+    """Process every pair of pairs.txt (or --only); the keyword hooks let tests swap a stage
+    (`report=False` leaves report.html to a later `report`, as benchmarks do)."""
+    from .pairs import load_pairs
+    from .topsapp import phase_table, validate_phase_table
+
+    pairs = load_pairs(settings)
+    phases = phase_table(settings.ionosphere)
+    validate_phase_table(phases)
+    machine = Machine(
+        cores=settings.cores or detect_cores(),
+        memory_gb=settings.memory_total_gb or detect_memory_gb(),
+    )
+    plan_parallelism(
+        machine, settings.workers, settings.memory_per_worker_gb, settings.memory_reserve_gb
+    )  # bad figures: exit 2 before the lock
+    with RunLock(settings.runs_dir), StopRequest() as stop, _pipeline_log(settings.runs_dir):
+        ledger = Ledger.open_writer(settings.runs_dir)
+        run = Coordinator(settings, pairs, phases, machine, ledger, stop, progress or Progress())
+        run.write_report = report
+        try:
+            return run.execute(
+                provision or provision_inputs,
+                prepare or _default_prepare,
+                make_executor or create_executor,
+            )
+        finally:
+            run.progress.close()
+            ledger.close()
+
+
+@contextmanager
+def _pipeline_log(runs_dir: Path) -> Iterator[None]:
+    """pipeline.log for the duration of the run (detached after, for callers that run twice)."""
+    root = logging.getLogger()
+    before = set(root.handlers)
+    attach_pipeline_log(runs_dir)
+    try:
+        yield
+    finally:
+        for handler in set(root.handlers) - before:
+            root.removeHandler(handler)
+            handler.close()
+
+
+def provision_inputs(settings: Settings, pairs: Sequence[Any], on_download: Callable) -> Provision:
+    """Orbits for every scene and the DEMs, once for the whole run (SPEC.md section 5)."""
+    from .dem import provision_dems
+    from .orbits import provision_orbits
+
+    products = list({product.name: product for pair in pairs for product in pair.products}.values())
+    orbits = provision_orbits(settings, products, on_download)
+    dems = provision_dems(settings, pairs, on_download)
+    return Provision(dict(orbits.files), dict(orbits.failures), dict(dems))
+
+
+def create_executor(settings: Settings, parallelism: Parallelism, gate: MemoryBudget) -> Executor:
+    """EXECUTOR=local runs pairs here, gated by the memory budget; EXECUTOR=dask on a Dask
+    cluster, whose workers bound memory with their own MEMORY_GB resource (dask_executor)."""
+    if settings.executor == "local":
+        return LocalExecutor(parallelism.workers, gate)
+    if settings.executor == "dask":
+        from .dask_executor import DaskExecutor
+
+        return DaskExecutor(settings, parallelism)
+    raise InputError(f"EXECUTOR={settings.executor} is not known (local or dask)")
+
+
+def _default_prepare(
+    settings: Settings, pair: Any, orbit_files: Mapping[str, Path], dem: Path, omp_threads: int
+) -> Any:
+    from .runner import prepare_pair
+
+    return prepare_pair(settings, pair, orbit_files, dem, omp_threads)
