@@ -32,7 +32,7 @@ TAIL_LINES = 20
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eee}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#eee}
 .done{color:#176b2c}.failed{color:#b00020}.pending,.running{color:#8a6d00}
 pre{background:#f6f6f6;padding:.5em;max-width:100em;overflow-x:auto;font-size:85%;margin:0}
 .looks{display:flex;flex-wrap:wrap;gap:1em}.looks figure{margin:0}.looks img{max-width:32em}
@@ -68,7 +68,7 @@ def write_report(settings: Settings) -> Path:
         if row.status == "done" and settings.run_dir(row.pair_id).is_dir()
     }
     page = render_html(
-        run, rows, downloads, phase_logs, looks, runs_dir, active=lock_holder(runs_dir) is not None
+        run, rows, downloads, phase_logs, looks, runs_dir, active=lock_holder(runs_dir) not in (None, os.getpid())
     )
     path = runs_dir / REPORT_NAME
     _write_atomic(path, page)
@@ -119,7 +119,7 @@ def _summary(run: dict[str, Any] | None, rows: Sequence[PairRow]) -> str:
         f"exit {_e(run['exit_code'])}</td></tr>"
         f"<tr><th>started</th><td>{_e(started)} (wall {_e(wall)})</td></tr>"
         f"<tr><th>parallelism</th><td>{_e(run['workers'])} workers × {_e(run['omp_threads'])} "
-        f"threads, {_e(run['budget_gb'])} GB memory budget ({_e(run['executor'])})</td></tr>"
+        f"threads, {float(run['budget_gb']):.1f} GB memory budget ({_e(run['executor'])})</td></tr>"
         f"<tr><th>pairs</th><td>{len(rows)}: {totals}</td></tr></table>"
     )
 

@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 
 from .child import run_child
 from .clean import clean_pair
 from .errors import InputError, Interrupted
-from .pair_job import LOGS_DIR, PairJob, PairResult, PhaseEvent, PhaseGate
+from .georeuse import TOPO
+from .georeuse_link import HOLD_PATTERNS, reused_from, take_geometry
+from .pair_job import LOGS_DIR, PairJob, PairResult, PhaseEvent, PhaseGate, next_log_number
 from .pair_prepare import prepare_pair
 from .phase_check import Verdict, classify, missing_outputs, read_log, tail
 from .topsapp import (
@@ -54,6 +55,13 @@ def run_pair(
     if problem:
         return run.result("failed", error=problem)
     for phase in remaining_phases(job.run_dir, job.phases):
+        if TOPO in phase.steps():
+            if job.wait_for_geometry and not job.geometry_donors and phase.first == TOPO:
+                return run.result("waiting")  # the scheduler resubmits it with a donor
+            left = take_geometry(job, phase, on_event)
+            if left is None:
+                continue
+            phase = left
         status, verdict, text = run.phase(phase)
         if status != "done":
             count = run.attempts.get(phase.name, 0)
@@ -97,7 +105,7 @@ class _PairRun:
 
         Returns (status, verdict of the last attempt, tail of its log).
         """
-        number = _next_log_number(self.job.run_dir, phase.name)
+        number = next_log_number(self.job.run_dir, phase.name)
         while True:
             todo = remaining_phases(self.job.run_dir, [phase])
             if not todo:  # the last attempt was killed after writing its last checkpoint
@@ -169,7 +177,7 @@ class _PairRun:
             )
             self._end(event, verdict)
             return verdict, "", False
-        log.info(
+        log.debug(
             "%s: topsApp --start=%s --end=%s (attempt %d)",
             name,
             phase.first,
@@ -250,7 +258,8 @@ class _PairRun:
 
     def clean(self) -> tuple[int | None, int | None]:
         try:
-            cleaned = clean_pair(self.job.run_dir, self.job.clean_level)
+            hold = HOLD_PATTERNS if self.job.keep_geometry else ()
+            cleaned = clean_pair(self.job.run_dir, self.job.clean_level, hold=hold)
         except OSError as err:
             # The products are complete: the pair is done, only its disk use is not reduced.
             log.warning("cleaning failed: %s", err, extra=self.extra)
@@ -278,14 +287,9 @@ class _PairRun:
             bytes_before_clean=cleaned[0],
             bytes_after_clean=cleaned[1],
             phase_wall_s=dict(self.walls),
+            geometry_from=reused_from(self.job.run_dir, _topo_phase(self.job.phases)),
         )
 
 
-def _next_log_number(run_dir: Path, phase: str) -> int:
-    """1 + the highest N of logs/<phase>.N.log, so a rerun keeps earlier logs."""
-    numbers = [0]
-    for path in (run_dir / LOGS_DIR).glob(f"{phase}.*.log"):
-        middle = path.name[len(phase) + 1 : -len(".log")]
-        if middle.isdigit():
-            numbers.append(int(middle))
-    return max(numbers) + 1
+def _topo_phase(phases: tuple[Phase, ...]) -> str:
+    return next((phase.name for phase in phases if TOPO in phase.steps()), "geometry")
