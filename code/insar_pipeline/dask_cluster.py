@@ -188,7 +188,7 @@ def _local_cluster(plan: ClusterPlan) -> Any:
     with dask.config.set({"distributed.worker.profile.enabled": False}):
         return LocalCluster(
             n_workers=plan.workers, threads_per_worker=1, processes=True,
-            dashboard_address=":0", silence_logs=logging.WARNING,
+            dashboard_address=None, silence_logs=logging.WARNING,
             # The memory is topsApp's (child processes), bounded by the resource; Dask's own
             # spill/pause/kill thresholds watch the worker process, which holds none.
             memory_limit=0, resources={MEMORY_RESOURCE: plan.worker_memory_gb},
@@ -201,6 +201,8 @@ def _route_dask_logs() -> None:
     Importing distributed installs its own stderr handler at INFO (after `configure_logging` ran),
     which would bypass pipeline.log and flood the terminal with connection messages.
     """
+    import distributed  # noqa: F401  (its import configures the loggers undone below)
+
     for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "distributed"]:
         logger = logging.getLogger(name)
         logger.handlers.clear()
