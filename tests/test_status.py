@@ -29,6 +29,7 @@ PAIR_KEYS = {
     "phases_total",
     "error",
     "cleaned_bytes",
+    "geometry_from",
 }
 
 

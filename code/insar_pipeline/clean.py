@@ -63,27 +63,34 @@ def is_finished(run_dir: Path) -> bool:
     return checkpoint_paths(run_dir, FINAL_STEP)[0].is_file()
 
 
-def kept(relative: str, level: str) -> bool:
-    """Whether a path (relative, '/'-separated) survives a cleaning level."""
+def kept(relative: str, level: str, hold: tuple[str, ...] = ()) -> bool:
+    """Whether a path (relative, '/'-separated) survives a cleaning level.
+
+    `hold` patterns survive any level (a geometry other pairs may still link).
+    """
     parts = relative.split("/")
+    if any(_matches(parts, p.split("/")) for p in hold):
+        return True
     return any(_matches(parts, p.split("/")) for p in KEEP[level]) and not any(
         _matches(parts, p.split("/")) for p in DROP[level]
     )
 
 
-def clean_pair(run_dir: Path, level: str) -> CleanResult:
-    """Apply a cleaning level to a finished pair folder.
+def clean_pair(run_dir: Path, level: str, hold: tuple[str, ...] = ()) -> CleanResult:
+    """Apply a cleaning level to a finished pair folder, keeping `hold` patterns too.
+
+    Cleaning again later without `hold` removes what was held.
 
     Raises
     ------
     PipelineError
         When the pair is not finished (no PICKLE/geocode.xml): nothing is touched.
     """
-    before, after, removed = _clean(run_dir, level)
+    before, after, removed = _clean(run_dir, level, hold)
     return CleanResult(sum(before.values()), sum(after.values()), removed)
 
 
-def _clean(run_dir: Path, level: str) -> tuple[dict, dict, int]:
+def _clean(run_dir: Path, level: str, hold: tuple[str, ...] = ()) -> tuple[dict, dict, int]:
     """Clean; return {inode: size} before and after, and the number of entries removed."""
     if level not in KEEP:
         raise ValueError(f"unknown cleaning level {level!r} (one of {', '.join(CLEAN_LEVELS)})")
@@ -98,7 +105,7 @@ def _clean(run_dir: Path, level: str) -> tuple[dict, dict, int]:
         status = path.lstat()
         inode = (status.st_dev, status.st_ino)
         before[inode] = status.st_size
-        if kept(relative, level):
+        if kept(relative, level, hold):
             after[inode] = status.st_size
         else:
             path.unlink()

@@ -27,6 +27,7 @@ from .dispatch import (
     text_table,
 )
 from .errors import Interrupted, PipelineError
+from .georeuse_run import GeometrySharing
 from .ledger import Ledger
 from .progress import Progress
 from .signals import StopRequest
@@ -56,6 +57,9 @@ class RunSummary:
     pending: tuple[str, ...]  # not finished because the run was interrupted
     wall_s: float
     report: Path | None = None
+    topo_runs: int = 0  # geometry reuse: topo computed in this run...
+    topo_avoided: int = 0  # ...and taken from a donor instead
+    topo_saved_s: float = 0.0  # estimate: the donors' topo time, once per taker
 
 
 @dataclass
@@ -76,8 +80,11 @@ class Coordinator:
     errors: dict[str, str] = field(default_factory=dict)
     downloads: list[Any] = field(default_factory=list)  # appended from provisioning threads
     # Whether a queued pair may start now; a pair held back stays queued, keeping its place
-    # (geometry reuse will hold a pair until its donor's geometry exists).
+    # (geometry reuse holds a pair at topo until a donor's geometry exists).
     is_ready: Callable[[str], bool] = lambda pair_id: True
+    geometry: GeometrySharing | None = None
+    queued: DispatchQueue | None = None
+    jobs: dict[str, Any] = field(default_factory=dict)  # pair id -> its prepared job
 
     def execute(
         self, provision: Callable, prepare: Callable, make_executor: Callable
@@ -101,6 +108,9 @@ class Coordinator:
         status, exit_code = "failed", 1
         try:
             jobs = self._prepare(todo, provision, prepare, parallelism) if todo else []
+            self.geometry = GeometrySharing(self.settings, self.ledger, self.phases)
+            jobs = self.geometry.plan(self.pairs, jobs)
+            self.is_ready = self.geometry.is_ready
             log.info(
                 "%d pairs: %d done before, %d to run on %d workers x %d threads, %.1f GB budget",
                 len(plans),
@@ -208,6 +218,7 @@ class Coordinator:
         )
         gate = MemoryBudget(parallelism.budget_gb, weights)
         waiting = DispatchQueue(jobs, key=lambda job: job.pair_id)
+        self.queued, self.jobs = waiting, {job.pair_id: job for job in jobs}
         for job in jobs:
             self.outcome[job.pair_id] = "pending"
         self.ledger.mark_pending([job.pair_id for job in jobs])
@@ -227,7 +238,7 @@ class Coordinator:
                     job = waiting.pop_ready(self.is_ready)
                     if job is None:
                         break
-                    executor.submit(job)
+                    executor.submit(self.geometry.job_for(job) if self.geometry else job)
                 if self.stop.requested and not cancelled:
                     log.warning(
                         "%s: stopping; running phases are being terminated (press Ctrl-C "
@@ -250,8 +261,15 @@ class Coordinator:
             _log_event(message, self.progress.phase_level)
             self._track_child(message)
             self.progress.phase_event(message)
+            if self.geometry is not None:
+                self.geometry.on_event(message)
+            return
+        if message.status == "waiting":
+            self._park(message)
             return
         self.ledger.record_result(self.run_id, message)
+        if self.geometry is not None:  # after the result: it may clean this pair again
+            self.geometry.on_result(message)
         state = {"done": "done", "failed": "failed"}.get(message.status, "pending")
         self.outcome[message.pair_id] = state
         if state == "failed":
@@ -264,6 +282,17 @@ class Coordinator:
                 extra={"pair": message.pair_id},
             )
         self.progress.pair_result(message)
+
+    def _park(self, result: Any) -> None:
+        """A pair stopped before topo to wait for a donor's geometry: queue it again."""
+        if self.geometry is not None:
+            self.geometry.on_result(result)
+        done = {"phases_done": result.phases_done} if result.phases_done else {}
+        self.ledger.set_pair(result.pair_id, status="pending", phase=None, **done)
+        self.progress.pair_result(result)
+        log.info("waits for the geometry of its reference", extra={"pair": result.pair_id})
+        if self.queued is not None:
+            self.queued.requeue(self.jobs[result.pair_id])
 
     def _track_child(self, event: Any) -> None:
         # topsApp process groups, for a second Ctrl-C that must not leave them running.
@@ -280,6 +309,7 @@ class Coordinator:
             pid: self.errors.get(pid, "failed") for pid, s in self.outcome.items() if s == "failed"
         }
         interrupted = bool(self.stop.requested) and bool(pending)
+        runs, avoided, saved = self.geometry.figures() if self.geometry else (0, 0, 0.0)
         return RunSummary(
             run_id=self.run_id,
             exit_code=exit_code_of(len(done), len(failed), interrupted),
@@ -287,6 +317,9 @@ class Coordinator:
             failed=failed,
             pending=pending,
             wall_s=time.monotonic() - self.started,
+            topo_runs=runs,
+            topo_avoided=avoided,
+            topo_saved_s=saved,
         )
 
     def _summary_text(self, summary: RunSummary) -> str:
@@ -312,7 +345,8 @@ class Coordinator:
         )
         if summary.pending:
             totals += " (interrupted: run the same command again to resume)"
-        return f"{table}\n{totals}"
+        geometry = self.geometry.summary_line() if self.geometry else None
+        return f"{table}\n{totals}" + (f"\n{geometry}" if geometry else "")
 
     def _report(self) -> Path | None:
         from .report import write_report

@@ -50,6 +50,7 @@ class PairRow:
     running_since: float | None  # start of the phase attempt still open, if any
     bytes_before_clean: int | None
     bytes_after_clean: int | None
+    geometry_from: str | None = None  # the pair whose geometry this one took (georeuse)
 
 
 def ledger_path(runs_dir: Path) -> Path:
@@ -223,6 +224,8 @@ class Ledger:
                 done = self._phases_done(event.pair_id)
                 if event.phase not in done:
                     self.set_pair(event.pair_id, phases_done=(*done, event.phase))
+            if event.ok and getattr(event, "reused_from", None):
+                self.set_pair(event.pair_id, geometry_from=event.reused_from)
 
     def record_result(self, run_id: int, result: Any) -> None:
         """A runner `PairResult`: the pair's final state for this run."""
@@ -230,6 +233,9 @@ class Ledger:
         # The runner reports every phase finished in the folder; an empty tuple may only mean
         # "not known" (a pair stopped before it started), so it never erases what we know.
         done = {"phases_done": result.phases_done} if result.phases_done else {}
+        # Likewise a geometry source is only ever added here (a run's start re-reads folders).
+        if getattr(result, "geometry_from", None):
+            done["geometry_from"] = result.geometry_from
         self.set_pair(
             result.pair_id,
             **done,
@@ -291,7 +297,7 @@ class Ledger:
             " COALESCE((SELECT SUM(wall_s) FROM phases f WHERE f.pair_id=p.pair_id"
             "  AND f.ended IS NOT NULL), 0),"
             " (SELECT MAX(started) FROM phases f WHERE f.pair_id=p.pair_id AND f.ended IS NULL),"
-            " p.bytes_before_clean, p.bytes_after_clean FROM pairs p"
+            " p.bytes_before_clean, p.bytes_after_clean, p.geometry_from FROM pairs p"
         )
         if listed_only:
             query += " WHERE p.listed=1"

@@ -37,6 +37,8 @@ MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY, run_id INTEGER, time REAL NOT NULL, kind TEXT NOT NULL,
         name TEXT NOT NULL, source TEXT, bytes INTEGER, path TEXT);
     """,
+    # 1 -> 2: geometry reuse (issue #8): the pair whose geometry a pair took.
+    "ALTER TABLE pairs ADD COLUMN geometry_from TEXT",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -30,6 +30,14 @@ class PairJob:
     retry_backoff_s: float = 5.0  # first backoff; doubles per retry
     env: tuple[tuple[str, str], ...] = ()  # extra environment for topsApp children
     term_grace_s: float = 10.0  # SIGTERM -> SIGKILL delay when stopping or timing out
+    # Geometry reuse (georeuse): folders of pairs whose finished geometry this pair may take
+    # instead of running topo, tried in order, each checked by the guard first; with
+    # wait_for_geometry and no donor, stop before topo (status "waiting") for the scheduler to
+    # resubmit once a donor's geometry exists; keep_geometry keeps geom_reference/IW* at
+    # cleaning because other pairs may still take it.
+    geometry_donors: tuple[Path, ...] = ()
+    wait_for_geometry: bool = False
+    keep_geometry: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,12 +57,13 @@ class PhaseEvent:
     wall_s: float | None = None
     peak_rss_mb: float | None = None
     pid: int | None = None  # on "start": the topsApp process (its own process group)
+    reused_from: str | None = None  # on "end": done by taking this pair's geometry (no topsApp)
 
 
 @dataclass(frozen=True)
 class PairResult:
     pair_id: str
-    status: str  # "done" | "failed" | "interrupted"
+    status: str  # "done" | "failed" | "interrupted" | "waiting" (stopped before topo, see job)
     phases_done: tuple[str, ...]  # every phase finished in the folder, earlier runs included
     attempts: dict[str, int]  # phase -> attempts used in this call
     error: str | None  # one line, e.g. "geometry: topsApp killed by SIGKILL ... (3 attempts)"
@@ -63,6 +72,7 @@ class PairResult:
     bytes_before_clean: int | None
     bytes_after_clean: int | None
     phase_wall_s: dict[str, float] = field(default_factory=dict)
+    geometry_from: str | None = None  # the pair whose geometry this one took (hard links)
 
 
 class PhaseGate(Protocol):
@@ -71,3 +81,13 @@ class PhaseGate(Protocol):
     def acquire(self, pair_id: str, phase: Phase) -> None: ...  # blocks; raises Interrupted
 
     def release(self, pair_id: str, phase: Phase) -> None: ...
+
+
+def next_log_number(run_dir: Path, phase: str) -> int:
+    """1 + the highest N of logs/<phase>.N.log, so a rerun keeps earlier logs."""
+    numbers = [0]
+    for path in (run_dir / LOGS_DIR).glob(f"{phase}.*.log"):
+        middle = path.name[len(phase) + 1 : -len(".log")]
+        if middle.isdigit():
+            numbers.append(int(middle))
+    return max(numbers) + 1

@@ -120,14 +120,27 @@ def _summary(run: dict[str, Any] | None, rows: Sequence[PairRow]) -> str:
         f"<tr><th>started</th><td>{_e(started)} (wall {_e(wall)})</td></tr>"
         f"<tr><th>parallelism</th><td>{_e(run['workers'])} workers × {_e(run['omp_threads'])} "
         f"threads, {float(run['budget_gb']):.1f} GB memory budget ({_e(run['executor'])})</td></tr>"
-        f"<tr><th>pairs</th><td>{len(rows)}: {totals}</td></tr></table>"
+        f"<tr><th>pairs</th><td>{len(rows)}: {totals}</td></tr>"
+        f"{_geometry_summary(rows)}</table>"
+    )
+
+
+def _geometry_summary(rows: Sequence[PairRow]) -> str:
+    """Geometry reuse: how many pairs took another pair's topo output instead of running it."""
+    reused = sum(row.geometry_from is not None for row in rows)
+    if not reused:
+        return ""
+    return (
+        f"<tr><th>geometry reuse</th><td>{reused} pair{'s' * (reused != 1)} took the geometry "
+        "of another pair with the same reference (hard links; topo not run)</td></tr>"
     )
 
 
 def _pairs_table(rows: Sequence[PairRow]) -> str:
     lines = [
         "<h2>Pairs</h2><table><tr><th>pair</th><th>reference</th><th>secondary</th>"
-        "<th>state</th><th>phases done</th><th>topsApp time</th><th>disk after cleaning</th></tr>"
+        "<th>state</th><th>phases done</th><th>topsApp time</th><th>disk after cleaning</th>"
+        "<th>geometry</th></tr>"
     ]
     for row in rows:
         disk = (
@@ -140,7 +153,8 @@ def _pairs_table(rows: Sequence[PairRow]) -> str:
             f"<td>{_e(row.reference)}</td>"
             f"<td>{_e(row.secondary)}</td><td class='{_e(row.status)}'>{_e(row.status)}</td>"
             f"<td>{len(row.phases_done)}/{_e(row.phases_total)}</td>"
-            f"<td>{_e(format_duration(row.wall_s))}</td><td>{_e(disk)}</td></tr>"
+            f"<td>{_e(format_duration(row.wall_s))}</td><td>{_e(disk)}</td>"
+            f"<td>{_e(f'from {row.geometry_from}' if row.geometry_from else '')}</td></tr>"
         )
     return "\n".join(lines) + "</table>"
 

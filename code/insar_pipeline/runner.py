@@ -24,7 +24,7 @@ from .child import run_child
 from .clean import clean_pair
 from .errors import InputError, Interrupted
 from .georeuse import TOPO
-from .georeuse_link import HOLD_PATTERNS, reused_from, take_geometry
+from .georeuse_link import clean_holding, reused_from, take_geometry
 from .pair_job import LOGS_DIR, PairJob, PairResult, PhaseEvent, PhaseGate, next_log_number
 from .pair_prepare import prepare_pair
 from .phase_check import Verdict, classify, missing_outputs, read_log, tail
@@ -258,8 +258,8 @@ class _PairRun:
 
     def clean(self) -> tuple[int | None, int | None]:
         try:
-            hold = HOLD_PATTERNS if self.job.keep_geometry else ()
-            cleaned = clean_pair(self.job.run_dir, self.job.clean_level, hold=hold)
+            clean = clean_holding if self.job.keep_geometry else clean_pair
+            cleaned = clean(self.job.run_dir, self.job.clean_level)
         except OSError as err:
             # The products are complete: the pair is done, only its disk use is not reduced.
             log.warning("cleaning failed: %s", err, extra=self.extra)

@@ -20,7 +20,8 @@
          "wall_s": 183.2,                        # topsApp time spent on the pair, all runs
          "phases_done": ["preprocess"], "phases_total": 6,
          "error": null,                          # one line, when failed
-         "cleaned_bytes": null}                  # [before, after] cleaning, when cleaned
+         "cleaned_bytes": null,                  # [before, after] cleaning, when cleaned
+         "geometry_from": null}                  # the pair whose geometry (topo) it took
       ]
     }
 
@@ -119,6 +120,7 @@ def _pair_entry(row: PairRow, active: bool, now: float) -> dict[str, Any]:
         "phases_total": row.phases_total,
         "error": row.error if state == "failed" else None,
         "cleaned_bytes": cleaned,
+        "geometry_from": row.geometry_from,
     }
 
 
@@ -163,9 +165,11 @@ def render_status(document: dict[str, Any]) -> str:
 
 
 def _progress(entry: dict[str, Any]) -> str:
+    reused = f"geometry from {entry['geometry_from']}" if entry["geometry_from"] else ""
     if entry["state"] in ("done", "failed") or not entry["phases_total"]:
-        return ""
-    return f"({len(entry['phases_done'])}/{entry['phases_total']} phases done)"
+        return reused
+    done = f"({len(entry['phases_done'])}/{entry['phases_total']} phases done)"
+    return f"{done}, {reused}" if reused else done
 
 
 def status_command(settings: Settings, args: Any) -> int:

@@ -7,6 +7,7 @@ checkpoint fails the way ISCE does: `TypeError: 'NoneType' object is not subscri
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,3 +87,25 @@ class Context:
     @property
     def pair_seed(self) -> int:
         return seed_of(self.state["referencesafe"], self.state["secondarysafe"])
+
+    def geometry_seed(self) -> int:
+        """A digest of the geometry `topo` wrote for the common bursts.
+
+        ISCE reads that geometry after topo (fine offsets from lat/lon/hgt, merged los/lat/lon,
+        the flattened interferogram), so products made from another geometry differ, and a
+        missing raster is an error (`FileNotFoundError`, exit 1) as it is for ISCE.
+        """
+        digest = hashlib.sha256()
+        folder = self.cwd / str(self.state["geometrydirectoryname"] or "geom_reference")
+        for swath, first, count in self.common():
+            for index in range(first, first + count):
+                for name in ("lat", "lon", "hgt", "los"):
+                    digest.update(
+                        (folder / f"IW{swath}" / f"{name}_{index + 1:02d}.rdr").read_bytes()
+                    )
+        return int.from_bytes(digest.digest()[:8], "little")
+
+    @property
+    def product_seed(self) -> int:
+        """The seed of everything made after topo: the two dates and the geometry."""
+        return seed_of(self.pair_seed, self.geometry_seed())

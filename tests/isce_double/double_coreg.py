@@ -30,10 +30,11 @@ def _esd_step(outputs: tuple[tuple[str, str, int], ...]):
     def run(ctx: Context) -> None:
         if not ctx.config.flag("do ESD", True):
             return
+        seed = ctx.product_seed
         for swath, pair, width, lines in _overlaps(ctx):
             for template, isce_type, bands in outputs:
                 path = template.format(n=swath, p=pair, ref=ctx.state["referenceslcproduct"])
-                ctx.noise(path, isce_type, bands, width, lines, ctx.pair_seed)
+                ctx.noise(path, isce_type, bands, width, lines, seed)
 
     return run
 
@@ -78,6 +79,7 @@ prepesd = _esd_step(
 def esd(ctx: Context) -> None:
     if not ctx.config.flag("do ESD", True):
         return
+    seed = ctx.product_seed
     for swath, _, _ in ctx.common():
         width, lines = ctx.burst_shape(swath)
         for ext, isce_type in (("int", "CFLOAT"), ("cor", "FLOAT"), ("off", "FLOAT")):
@@ -87,7 +89,7 @@ def esd(ctx: Context) -> None:
                 1,
                 max(1, width // 15),
                 max(1, lines // 5),
-                ctx.pair_seed,
+                seed,
             )
     (ctx.cwd / "ESD" / "ESDmisregistration.png").write_bytes(_tiny_png())
 
@@ -101,6 +103,7 @@ def _per_burst(outputs: tuple[tuple[str, str, int], ...]):
     """A step writing, per common burst, these (path template, type, bands)."""
 
     def run(ctx: Context) -> None:
+        seed = ctx.product_seed  # fineoffsets' geo2rdr reads the geometry: all that follows does
         for swath, first, count in ctx.common():
             width, lines = ctx.burst_shape(swath)
             for index in range(first, first + count):
@@ -111,7 +114,7 @@ def _per_burst(outputs: tuple[tuple[str, str, int], ...]):
                         bands,
                         width,
                         lines,
-                        ctx.pair_seed,
+                        seed,
                     )
         for template, _, _ in outputs:  # the swath products' metadata
             folder = template.split("/IW")[0]
@@ -142,6 +145,7 @@ def ion(ctx: Context) -> None:
         )
     )(ctx)
     width, lines = ctx.merged_shape(200, 50)
+    seed = ctx.product_seed
     for name in (
         "raw_no_projection.ion",
         "raw_no_projection.cor",
@@ -150,7 +154,7 @@ def ion(ctx: Context) -> None:
         "filt.ion",
         "azshift.ion",
     ):
-        ctx.noise(f"ion/ion_cal/{name}", "FLOAT", 1, width, lines, ctx.pair_seed)
+        ctx.noise(f"ion/ion_cal/{name}", "FLOAT", 1, width, lines, seed)
     (ctx.cwd / "ion" / "ion_cal" / "warning.txt").write_text("")
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def _fields(ctx: Context, shape: tuple[int, int]) -> dict[str, np.ndarray]:
     width, lines = shape
-    return interferogram_fields(lines, width, ctx.pair_seed)
+    return interferogram_fields(lines, width, ctx.product_seed)
 
 
 def mergebursts(ctx: Context) -> None:
@@ -49,18 +49,20 @@ def mergebursts(ctx: Context) -> None:
     merged = ctx.cwd / "merged"
     write_image(merged / "topophase.flat", [wrapped(fields)], "CFLOAT", on_write=ctx.wrote)
     write_image(merged / "topophase.cor", [fields["amplitude"], fields["coherence"]], "FLOAT")
-    write_image(merged / "los.rdr", _los(shape), "FLOAT")
+    write_image(merged / "los.rdr", _los(shape, ctx.geometry_seed()), "FLOAT")
     if ctx.config.flag("do ionosphere correction", False):
         write_image(merged / "topophase.ion", [fields["phase"] * 0.05], "FLOAT")
         if ctx.config.flag("apply ionosphere correction", False):
             write_image(merged / "topophase_ori.flat", [wrapped(fields)], "CFLOAT")
 
 
-def _los(shape: tuple[int, int]) -> list[np.ndarray]:
+def _los(shape: tuple[int, int], geometry_seed: int) -> list[np.ndarray]:
+    """Incidence and azimuth angles, merged from topo's los rasters (so: from the geometry)."""
     import numpy as np
 
     width, lines = shape
-    incidence = np.tile(np.linspace(30.0, 46.0, width), (lines, 1))
+    near = 30.0 + (geometry_seed % 1000) / 1000  # each geometry its own near-range incidence
+    incidence = np.tile(np.linspace(near, near + 16.0, width), (lines, 1))
     return [incidence, np.full((lines, width), -100.0)]
 
 
@@ -123,7 +125,7 @@ def geocode(ctx: Context) -> None:
     lines = max(2, round(math.sqrt(pixels / aspect)))
     width = max(2, round(pixels / lines))
     grid = (west, north, (east - west) / width, -(north - south) / lines)
-    fields = interferogram_fields(lines, width, ctx.pair_seed)
+    fields = interferogram_fields(lines, width, ctx.product_seed)
     products = {
         "filt_topophase.flat": ([wrapped(fields)], "CFLOAT"),
         "topophase.flat": ([wrapped(fields)], "CFLOAT"),
@@ -132,7 +134,7 @@ def geocode(ctx: Context) -> None:
         "filt_topophase.unw.conncomp": ([(fields["coherence"] > 0.3).astype("uint8")], "BYTE"),
         "phsig.cor": ([fields["coherence"]], "FLOAT"),
         "topophase.cor": ([fields["amplitude"], fields["coherence"]], "FLOAT"),
-        "los.rdr": (_los((width, lines)), "FLOAT"),
+        "los.rdr": (_los((width, lines), ctx.geometry_seed()), "FLOAT"),
         "topophase.ion": ([fields["phase"] * 0.05], "FLOAT"),
     }
     entries = as_list(ctx.config.get("geocode list")) or list(DEFAULT_GEOCODE_LIST)

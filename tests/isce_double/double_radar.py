@@ -63,7 +63,7 @@ def _extract(
         )
     orbit = _orbit_for(sensor, name)
     # The region of interest picks the bursts; their numbering follows the crop.
-    first = 0 if roi is None else zlib.crc32(repr(roi).encode()) % 3
+    first = (0 if roi is None else zlib.crc32(repr(roi).encode()) % 3) + _burst_shift(name)
     width, lines = ctx.burst_shape(swath)
     out = ctx.cwd / sensor.output_dir
     (out / f"IW{swath}").mkdir(parents=True, exist_ok=True)
@@ -93,6 +93,20 @@ def _extract(
     )
     ctx.wrote()
     return first, ctx.bursts, orbit
+
+
+def _burst_shift(name: str) -> int:
+    """ISCE_DOUBLE_BURST_SHIFT=YYYYMMDD=N,...: the scene of that date starts N bursts later.
+
+    Frames of one track do not always start at the same burst; a secondary that slid along
+    track shares fewer bursts with the reference (another common-burst range).
+    """
+    shifts = dict(
+        item.strip().split("=", 1)
+        for item in os.environ.get("ISCE_DOUBLE_BURST_SHIFT", "").split(",")
+        if "=" in item
+    )
+    return int(shifts.get(_sensing(name)[0].strftime("%Y%m%d"), 0))
 
 
 def _has_annotation(safe: Path, swath: int, polarization: str) -> bool:
