@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""InSAR Pipeline entry point: `python code/main_parallel.py [COMMAND] [OPTIONS]` (SPEC.md section 3)."""
+"""InSAR Pipeline entry point: `python code/main_parallel.py [COMMAND] [OPTIONS]` (see README)."""
 
 import sys
 from pathlib import Path

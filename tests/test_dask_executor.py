@@ -159,7 +159,10 @@ def test_a_worker_killed_mid_pair_does_not_lose_the_pair(tmp_path):
         started = getattr(message, "kind", None) == "start" and message.pid
         if killed or not started or (message.pair_id, message.phase) != (target, "coregistration"):
             return
+        # The double logs a step after writing its checkpoint: wait for both, or the kill could
+        # land between them and the step would look unfinished in the step log.
         assert wait_until(lambda: checkpoint_paths(run_dir, "rangecoreg")[1].is_file())
+        assert wait_until(lambda: steps_ok(step_log)[(target, "rangecoreg")] == 1)
         killed["topsapp"], killed["worker"] = message.pid, parent_of(message.pid)
         os.kill(killed["worker"], signal.SIGKILL)
         # PR_SET_PDEATHSIG: the worker's topsApp dies with it, rather than run on unsupervised.

@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: an option given before the command must survive the subparser's own defaults.
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--data", dest="data_dir", metavar="DIR", help="data folder (./data)")
-    common.add_argument("--pairs", dest="pairs_file", metavar="FILE", help="pairs list (./pairs.txt)")
+    common.add_argument(
+        "--pairs", dest="pairs_file", metavar="FILE", help="pairs list (./pairs.txt)"
+    )
     common.add_argument("--env", dest="env_file", metavar="FILE", help="settings file (./.env)")
     common.add_argument("--workers", metavar="N", help="parallel pairs (a number or 'auto')")
     common.add_argument(
@@ -84,10 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = _load_command(module_name, function_name)
         return int(command(settings, args))
     except PipelineError as err:
-        log.error("%s", err)
+        log.error("%s", err)  # noqa: TRY400 (a message for the user, never a traceback)
         return err.exit_code
     except KeyboardInterrupt:
-        log.error("interrupted; rerun the same command to resume")
+        log.error("interrupted; rerun the same command to resume")  # noqa: TRY400
         return EXIT_INTERRUPTED
 
 

@@ -16,9 +16,13 @@ class BBox:
 
     def __post_init__(self) -> None:
         if not (-90 <= self.south < self.north <= 90):
-            raise ValueError(f"south must be below north, both within ±90 (got {self.south}, {self.north})")
+            raise ValueError(
+                f"south must be below north, both within ±90 (got {self.south}, {self.north})"
+            )
         if not (-180 <= self.west < self.east <= 180):
-            raise ValueError(f"west must be below east, both within ±180 (got {self.west}, {self.east})")
+            raise ValueError(
+                f"west must be below east, both within ±180 (got {self.west}, {self.east})"
+            )
 
     @classmethod
     def parse(cls, text: str) -> BBox:

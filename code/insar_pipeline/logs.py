@@ -1,6 +1,7 @@
 """Logging: readable lines on stderr, JSON lines in data/runs/pipeline.log, secrets masked in both.
 
-Modules log with `logging.getLogger(__name__)`; a record may carry `extra={"pair": ..., "phase": ...}`.
+Modules log with `logging.getLogger(__name__)`; a record may carry
+`extra={"pair": ..., "phase": ...}`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def mask_secrets(text: str) -> str:
 class _StderrFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = "".join(
-            f"[{value}] " for value in (getattr(record, "pair", None), getattr(record, "phase", None)) if value
+            f"[{value}] "
+            for value in (getattr(record, "pair", None), getattr(record, "phase", None))
+            if value
         )
         level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
         return f"{level}{prefix}{record.getMessage()}"
@@ -46,7 +49,9 @@ class _StderrFormatter(logging.Formatter):
 class JsonLinesFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         event = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -84,7 +89,10 @@ def attach_pipeline_log(runs_dir: Path) -> Path:
     path = runs_dir / "pipeline.log"
     root = logging.getLogger()
     for handler in root.handlers:
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path.resolve():
+        if (
+            isinstance(handler, logging.FileHandler)
+            and Path(handler.baseFilename) == path.resolve()
+        ):
             return path
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG)

@@ -131,7 +131,9 @@ def _render_dems(dems: tuple[DemPlan, ...]) -> list[str]:
     lines = ["", f"DEM: {_count(len(dems), 'DEM')}"] if dems else []
     for dem in dems:
         state = "cached" if dem.cached else f"download in {_count(len(dem.tiles), 'request')}"
-        lines.append(f"  {dem.path.name}  box {dem.bbox}  {state}  for {_count(len(dem.pair_ids), 'pair')}")
+        lines.append(
+            f"  {dem.path.name}  box {dem.bbox}  {state}  for {_count(len(dem.pair_ids), 'pair')}"
+        )
     return lines
 
 

@@ -32,7 +32,8 @@ TAIL_LINES = 20
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#eee}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eee}
+td{overflow-wrap:anywhere}
 .done{color:#176b2c}.failed{color:#b00020}.pending,.running{color:#8a6d00}
 pre{background:#f6f6f6;padding:.5em;max-width:100em;overflow-x:auto;font-size:85%;margin:0}
 .looks{display:flex;flex-wrap:wrap;gap:1em}.looks figure{margin:0}.looks img{max-width:32em}
@@ -68,7 +69,13 @@ def write_report(settings: Settings) -> Path:
         if row.status == "done" and settings.run_dir(row.pair_id).is_dir()
     }
     page = render_html(
-        run, rows, downloads, phase_logs, looks, runs_dir, active=lock_holder(runs_dir) not in (None, os.getpid())
+        run,
+        rows,
+        downloads,
+        phase_logs,
+        looks,
+        runs_dir,
+        active=lock_holder(runs_dir) not in (None, os.getpid()),
     )
     path = runs_dir / REPORT_NAME
     _write_atomic(path, page)
