@@ -62,6 +62,10 @@ def test_plan_prints_pairs_scenes_swaths_and_phases(project: Path) -> None:
     assert dem_lines[0].endswith("download in 1 request  for 2 pairs")
     assert dem_lines[1].startswith("warning: the DEM demLat_N50_N54_Lon_W131_W125_COP30.dem.wgs84")
     assert "set OPENTOPO_API_KEY in .env" in dem_lines[1]
+    assert dem_lines[3] == (
+        "geometry: topo runs at most 2 times for 2 pairs: pairs sharing a reference reuse its"
+        " geometry"
+    )
     assert (
         out[-1] == "`run` would run 12 phases for 2 pairs (0 already done). Nothing was downloaded."
     )

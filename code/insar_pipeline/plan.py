@@ -49,6 +49,7 @@ class Plan:
     orbits: Mapping[str, str] = field(default_factory=dict)  # scene name -> cached / source
     dems: tuple[DemPlan, ...] = ()
     blockers: tuple[str, ...] = ()  # what would stop provisioning (missing key, geoid grid)
+    geometry_reuse: bool = False
 
     @property
     def scenes(self) -> frozenset[Path]:
@@ -82,6 +83,7 @@ def build_plan(
         orbits=dict(orbits or {}),
         dems=dems,
         blockers=blockers,
+        geometry_reuse=settings.geometry_reuse,
     )
 
 
@@ -114,6 +116,7 @@ def render_plan(plan: Plan) -> str:
         lines += ["", *_render_pair(item, plan.pairs_file, plan.orbits)]
     lines += _render_dems(plan.dems)
     lines += [f"warning: {blocker}" for blocker in plan.blockers]
+    lines += _render_geometry(plan)
     pending = sum(1 for item in plan.pairs if item.phases)
     lines += [
         "",
@@ -125,6 +128,25 @@ def render_plan(plan: Plan) -> str:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _render_geometry(plan: Plan) -> list[str]:
+    todo = [item.pair for item in plan.pairs if any(p.name == "geometry" for p in item.phases)]
+    if not todo:
+        return []
+    if not plan.geometry_reuse:
+        return [
+            "",
+            f"geometry: topo runs for each of {_count(len(todo), 'pair')} (GEOMETRY_REUSE=false)",
+        ]
+    # Pairs sharing a reference scene and swaths share geometry when their guard holds
+    # (same orbit, region, DEM and common bursts: checked after preprocess).
+    references = {(pair.reference.name, pair.swaths) for pair in todo}
+    return [
+        "",
+        f"geometry: topo runs at most {_count(len(references), 'time')} for"
+        f" {_count(len(todo), 'pair')}: pairs sharing a reference reuse its geometry",
+    ]
 
 
 def _render_dems(dems: tuple[DemPlan, ...]) -> list[str]:
