@@ -86,6 +86,8 @@ BAD_VALUES = [
     ("IONOSPHERE", "2", "must be true or false"),
     ("MAX_RETRIES", "-1", "Input should be greater than or equal to 0"),
     ("MAX_RETRIES", "21", "Input should be less than or equal to 20"),
+    ("RETRY_BACKOFF_S", "-1", "Input should be greater than or equal to 0"),
+    ("RETRY_BACKOFF_S", "3601", "Input should be less than or equal to 3600"),
     ("PHASE_TIMEOUT_MIN", "0", "Input should be greater than 0"),
     ("CLEAN", "all", "Input should be 'none', 'standard' or 'nuclear'"),
     ("ORBIT_SOURCES", "asf,ftp", "must list sources among asf, aws, cdse"),
@@ -181,3 +183,17 @@ def test_env_example_documents_every_key_with_its_default() -> None:
     # run_docker.sh's own keys (FOREIGN_KEYS) are documented in the same file.
     assert sorted(keys) == sorted([*ENV_KEYS, *FOREIGN_KEYS])
     assert load_settings({"env_file": example}, {}) == Settings(env_file=example)
+
+
+def test_retry_backoff_reaches_the_pair_job(tmp_path: Path) -> None:
+    from insar_pipeline.runner import prepare_pair
+    from pair_factory import make_pair_setup
+
+    env = write_env(tmp_path, "RETRY_BACKOFF_S = 0.25  # short, for a test batch\n")
+    assert load_settings({"env_file": env}, {}).retry_backoff_s == 0.25
+    assert load_settings({"env_file": env}, {"RETRY_BACKOFF_S": "0"}).retry_backoff_s == 0.0
+    assert Settings().retry_backoff_s == 5.0
+    setup = make_pair_setup(tmp_path / "batch", retry_backoff_s=0.25)
+    pair = setup.pairs[0]
+    job = prepare_pair(setup.settings, pair, setup.orbit_files, setup.dem, 1)
+    assert job.retry_backoff_s == 0.25

@@ -214,6 +214,66 @@ def test_bad_input_exits_2_before_anything_starts(batch4):
         run_with(settings_for(batch4, memory_total_gb=1.0, memory_reserve_gb=2.0), FakeRunner())
 
 
+@pytest.mark.parametrize(
+    ("fields", "key"),
+    [
+        ({"dask_scheduler": "slurm", "dask_walltime": "tomorrow"}, "DASK_WALLTIME"),
+        ({"dask_scheduler": "pbs", "dask_memory_gb": 1.5}, "DASK_MEMORY_GB"),
+        ({"dask_scheduler": "no such scheduler"}, "DASK_SCHEDULER"),
+    ],
+)
+def test_bad_dask_setting_exits_2_before_provisioning(tmp_path, fields, key):
+    from batch_factory import DEAD_URL
+
+    batch = make_batch(tmp_path, 1)
+    dead = {f"{name}_url": DEAD_URL for name in ("asf_orbit", "aws_orbit", "cdse", "opentopo")}
+    settings = settings_for(
+        batch, executor="dask", roi="51.45,51.75,-127.0,-126.6", **dead, **fields
+    )
+    with pytest.raises(InputError, match=key) as caught:
+        run_pipeline(settings)  # the real provisioning: it would fail on the dead URLs
+    assert caught.value.exit_code == 2
+    assert not (batch.data / "runs" / "ledger.sqlite").exists()
+    assert not any((batch.data / "orbit_data").iterdir())
+    assert not any((batch.data / "dem").iterdir())
+
+
+def test_a_pair_finished_but_never_recorded_is_cleaned(batch4):
+    """Killed after a pair's last phase but before its result: the next run cleans it."""
+    settings = settings_for(batch4)
+    first, second = batch4.pair_ids[:2]
+    steps = [step for phase in phase_table(False) for step in phase.steps()]
+    work = 200_000
+    for pair_id in (first, second):
+        run_dir = settings.run_dir(pair_id)
+        write_checkpoints(run_dir, steps)
+        (run_dir / "fine_interferogram" / "IW1").mkdir(parents=True)
+        (run_dir / "fine_interferogram" / "IW1" / "burst_01.int").write_bytes(b"\0" * work)
+        (run_dir / "merged").mkdir()
+        (run_dir / "merged" / "filt_topophase.unw.geo").write_bytes(b"\1" * 1000)
+    ledger = Ledger.open_writer(batch4.data / "runs")
+    try:  # `first` was running when its coordinator died; `second` has no ledger row at all
+        ledger.register_pairs([(first, "a", "b", 1)], phases_total=6)
+        ledger.set_pair(first, status="running", phase="geocode")
+    finally:
+        ledger.close()
+    runner = FakeRunner()
+    summary = run_with(settings, runner)
+    assert summary.exit_code == 0 and {first, second} <= set(summary.done)
+    assert not {pair for pair, _ in runner.starts} & {first, second}
+    ledger = Ledger.open_reader(batch4.data / "runs")
+    try:
+        rows = {row.pair_id: row for row in ledger.pairs()}
+    finally:
+        ledger.close()
+    for pair_id in (first, second):
+        run_dir = settings.run_dir(pair_id)
+        assert not (run_dir / "fine_interferogram").exists()  # CLEAN=standard removed it
+        assert (run_dir / "merged" / "filt_topophase.unw.geo").stat().st_size == 1000
+        assert rows[pair_id].status == "done"
+        assert rows[pair_id].bytes_before_clean - rows[pair_id].bytes_after_clean == work
+
+
 # ---- end to end: the real runner against the topsApp double -------------------------------
 
 FAULTS = {  # pair index -> what the double does wrong in that pair (env of its topsApp children)

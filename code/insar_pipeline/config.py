@@ -78,6 +78,7 @@ class Settings(BaseModel):
     ionosphere: bool = False
     geocode_bbox: BBox | None = None
     max_retries: int = Field(2, ge=0, le=20)
+    retry_backoff_s: float = Field(5.0, ge=0, le=3600, description="first retry wait; doubles")
     phase_timeout_min: float | None = Field(None, gt=0)
     clean: Literal["none", "standard", "nuclear"] = "standard"
     orbit_sources: tuple[str, ...] = ORBIT_SOURCES

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .budget import Machine, MemoryBudget, Parallelism, phase_weights, plan_parallelism
+from .clean import clean_pair
 from .config import Settings
 from .dispatch import (
     DispatchQueue,
@@ -27,6 +28,8 @@ from .dispatch import (
     text_table,
 )
 from .errors import Interrupted, PipelineError
+from .georeuse_link import clean_holding
+from .georeuse_plan import topo_phase
 from .georeuse_run import GeometrySharing
 from .ledger import Ledger
 from .progress import Progress
@@ -85,6 +88,8 @@ class Coordinator:
     geometry: GeometrySharing | None = None
     queued: DispatchQueue | None = None
     jobs: dict[str, Any] = field(default_factory=dict)  # pair id -> its prepared job
+    # Finished per checkpoints but not per ledger (killed before the result): never cleaned.
+    unrecorded: list[str] = field(default_factory=list)
 
     def execute(
         self, provision: Callable, prepare: Callable, make_executor: Callable
@@ -108,6 +113,7 @@ class Coordinator:
         status, exit_code = "failed", 1
         try:
             jobs = self._prepare(todo, provision, prepare, parallelism) if todo else []
+            self._clean_unrecorded(hold=bool(jobs) and self.settings.geometry_reuse)
             self.geometry = GeometrySharing(self.settings, self.ledger, self.phases)
             jobs = self.geometry.plan(self.pairs, jobs)
             self.is_ready = self.geometry.is_ready
@@ -153,6 +159,7 @@ class Coordinator:
             phases_total=len(self.phases),
             unlist_others=not self.settings.only,
         )
+        recorded = {row.pair_id: row.status for row in self.ledger.pairs(listed_only=False)}
         self.ledger.reconcile(
             {plan.pair_id: plan.phases_done for plan in plans},
             [phase.name for phase in self.phases],
@@ -160,6 +167,8 @@ class Coordinator:
         for plan in plans:
             if plan.finished:
                 self.outcome[plan.pair_id] = "done"
+                if recorded.get(plan.pair_id) != "done":
+                    self.unrecorded.append(plan.pair_id)
         return plans
 
     def _prepare(
@@ -194,6 +203,25 @@ class Coordinator:
                 )
             )
         return jobs
+
+    def _clean_unrecorded(self, hold: bool) -> None:
+        """Clean the pairs that finished after the ledger last heard of them, as the runner
+        would have; their geometry is held (`hold`) while geometry reuse may still link it,
+        and `GeometrySharing.plan` releases it when no pair of this run needs it."""
+        hold = hold and topo_phase(self.phases) is not None
+        for pair_id in self.unrecorded:
+            run_dir = self.settings.run_dir(pair_id).resolve()
+            try:
+                cleaned = (clean_holding if hold else clean_pair)(run_dir, self.settings.clean)
+            except (OSError, PipelineError) as err:
+                log.warning("finished, but cleaning failed: %s", err, extra={"pair": pair_id})
+                continue
+            self.ledger.set_pair(
+                pair_id,
+                bytes_before_clean=cleaned.bytes_before,
+                bytes_after_clean=cleaned.bytes_after,
+            )
+            log.info("finished before its result was recorded: cleaned", extra={"pair": pair_id})
 
     def _on_download(self, download: Any) -> None:
         # Provisioning may call this from its download threads: queue it for the main thread.

@@ -52,6 +52,7 @@ def prepare_pair(
         phases=phase_table(settings.ionosphere),
         topsapp=settings.topsapp,
         max_retries=settings.max_retries,
+        retry_backoff_s=settings.retry_backoff_s,
         phase_timeout_s=settings.phase_timeout_s,
         omp_threads=omp_threads,
         clean_level=settings.clean,

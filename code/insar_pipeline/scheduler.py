@@ -21,6 +21,7 @@ from .budget import (
 )
 from .config import Settings
 from .coordinator import Coordinator, Provision, RunSummary
+from .dask_cluster import validate_settings
 from .errors import InputError
 from .executor import Executor, LocalExecutor
 from .ledger import Ledger
@@ -70,6 +71,7 @@ def run_pipeline(
     plan_parallelism(
         machine, settings.workers, settings.memory_per_worker_gb, settings.memory_reserve_gb
     )  # bad figures: exit 2 before the lock
+    validate_settings(settings)  # bad DASK_* keys too, before any orbit or DEM is fetched
     with RunLock(settings.runs_dir), StopRequest() as stop, _pipeline_log(settings.runs_dir):
         ledger = Ledger.open_writer(settings.runs_dir)
         run = Coordinator(settings, pairs, phases, machine, ledger, stop, progress or Progress())
