@@ -149,9 +149,12 @@ class FakeRunner:
                 self._running.discard(job.pair_id)
 
 
-def _result(cls: Any, pair_id: str, status: str, done: list[str], **fields: Any) -> Any:
-    values = dict(
-        phases_done=tuple(done),
+def pair_result(pair_id: str, status: str, **fields: Any) -> Any:
+    """A `PairResult` with empty defaults for the fields a test does not care about."""
+    from insar_pipeline.runner import PairResult
+
+    values: dict[str, Any] = dict(
+        phases_done=(),
         attempts={},
         error=None,
         error_tail=None,
@@ -161,7 +164,11 @@ def _result(cls: Any, pair_id: str, status: str, done: list[str], **fields: Any)
         phase_wall_s={},
     )
     values.update(fields)
-    return cls(pair_id, status, **values)
+    return PairResult(pair_id, status, **values)
+
+
+def _result(cls: Any, pair_id: str, status: str, done: list[str], **fields: Any) -> Any:
+    return pair_result(pair_id, status, phases_done=tuple(done), **fields)
 
 
 def fake_prepare(

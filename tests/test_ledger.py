@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from batch_factory import pair_result
 from insar_pipeline import ledger_schema
 from insar_pipeline.errors import InputError
 from insar_pipeline.ledger import SCHEMA_VERSION, Ledger
-from insar_pipeline.runner import PairResult, PhaseEvent
+from insar_pipeline.runner import PhaseEvent
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("preprocess", "geometry", "coregistration", "interferogram", "unwrap", "geocode")
@@ -46,19 +47,7 @@ def end(pair, phase, attempt=1, at=1010.0, ok=True, **fields):
     )
 
 
-def result(pair, status, **fields):
-    values = dict(
-        phases_done=(),
-        attempts={},
-        error=None,
-        error_tail=None,
-        failed_phase=None,
-        bytes_before_clean=None,
-        bytes_after_clean=None,
-        phase_wall_s={},
-    )
-    values.update(fields)
-    return PairResult(pair, status, **values)
+result = pair_result
 
 
 @pytest.fixture

@@ -8,10 +8,11 @@ import os
 
 import pytest
 
+from batch_factory import pair_result
 from insar_pipeline.config import Settings
 from insar_pipeline.ledger import Ledger
 from insar_pipeline.lock import RunLock
-from insar_pipeline.runner import PairResult, PhaseEvent
+from insar_pipeline.runner import PhaseEvent
 from insar_pipeline.status import collect_status, render_status, status_command
 
 PAIRS = [
@@ -33,19 +34,7 @@ PAIR_KEYS = {
 }
 
 
-def result(pair, status, **fields):
-    values = dict(
-        phases_done=(),
-        attempts={},
-        error=None,
-        error_tail=None,
-        failed_phase=None,
-        bytes_before_clean=None,
-        bytes_after_clean=None,
-        phase_wall_s={},
-    )
-    values.update(fields)
-    return PairResult(pair, status, **values)
+result = pair_result
 
 
 @pytest.fixture
