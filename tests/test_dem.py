@@ -11,36 +11,28 @@ import pytest
 from lxml import etree
 from osgeo import gdal
 
+from dem_fixtures import (  # noqa: F401  (the `source` and `server` fixtures)
+    KEY,
+    server_fixture,
+    source_fixture,
+)
 from insar_pipeline import dem, dem_convert, dem_fetch, dem_grid
 from insar_pipeline.config import Settings
 from insar_pipeline.dem_grid import grid_around
 from insar_pipeline.errors import CredentialError, InputError, ProvisioningError
 from insar_pipeline.geo import BBox
 from insar_pipeline.isce_image import read_xml
-from opentopo_server import NODATA, Canned, OpenTopoEmulator, synthetic_source
+from opentopo_server import NODATA, Canned, OpenTopoEmulator
 from test_dem_grid import make_pair
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 REAL_SIDECAR = REALDATA / "isce2" / "hyp3-isce2_test_case" / "dem" / "down2_res.dem.wgs84.xml"
-KEY = "test-opentopo-key-5f3a9c"
 PAIR = make_pair("20230203_20230215", 33.95, 34.05, -118.05, -117.95)
 
 needs_egm96 = pytest.mark.skipif(
     dem_convert.find_geoid_grid("EGM96") is None,
     reason="PROJ's EGM96 grid (Debian proj-data) is not installed",
 )
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("opentopo")
-    return synthetic_source(folder / "source.tif", 33.9, 34.1, -118.1, -117.9)
-
-
-@pytest.fixture
-def server(source):
-    with OpenTopoEmulator(source, api_key=KEY) as emulator:
-        yield emulator
 
 
 @pytest.fixture(autouse=True)

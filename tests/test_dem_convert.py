@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
+from dem_fixtures import KEY
 from insar_pipeline import dem, dem_convert, dem_fetch
 from insar_pipeline.config import Settings
 from insar_pipeline.dem_grid import DemGrid
@@ -32,7 +33,6 @@ from test_dem_grid import make_pair
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "dem"
 GEOID_TIF = REALDATA / "los_angeles_dem_geoid.tif"
 ELLIPSOID_TIF = REALDATA / "los_angeles_dem_ellipsoid.tif"
-KEY = "test-opentopo-key-5f3a9c"
 # Inside the real rasters (which cover 33.95-34.05, -118.05 - -117.95, centres on whole seconds).
 ROI = "33.96,34.04,-118.04,-117.96"
 OFFSET = 36  # pixels from the real rasters' first pixel to the ROI's

@@ -10,26 +10,18 @@ import pytest
 import requests
 from osgeo import gdal
 
+from dem_fixtures import (  # noqa: F401  (the `source` and `server` fixtures)
+    KEY,
+    server_fixture,
+    source_fixture,
+)
 from insar_pipeline import dem_fetch
 from insar_pipeline.dem_fetch import fetch_tile, mask_url, tile_url
 from insar_pipeline.errors import CredentialError, ProvisioningError, ServiceError
 from insar_pipeline.geo import BBox
-from opentopo_server import Canned, OpenTopoEmulator, synthetic_source
+from opentopo_server import Canned, OpenTopoEmulator
 
-KEY = "test-opentopo-key-5f3a9c"
 TILE = BBox(34.0, 34.05, -118.05, -118.0)
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("opentopo")
-    return synthetic_source(folder / "source.tif", 33.9, 34.1, -118.1, -117.9)
-
-
-@pytest.fixture
-def server(source):
-    with OpenTopoEmulator(source, api_key=KEY) as emulator:
-        yield emulator
 
 
 @pytest.fixture(autouse=True)

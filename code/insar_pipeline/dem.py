@@ -34,6 +34,7 @@ from .dem_grid import (
     region_groups,
     split_tiles,
 )
+from .download import Download
 from .errors import CredentialError, InputError, PipelineError, ProvisioningError
 from .geo import BBox
 from .isce_image import read_xml
@@ -52,17 +53,6 @@ class DemPlan:
     pair_ids: tuple[str, ...]  # pairs that use this DEM
     path: Path  # the ISCE binary, e.g. data/dem/demLat_N51_N53_Lon_W131_W125_COP30.dem.wgs84
     cached: bool  # an existing DEM covering bbox will be used (path points at it)
-
-
-@dataclass(frozen=True)
-class Download:
-    """One file fetched for the run, as the coordinator's ledger records it."""
-
-    kind: str  # "dem"
-    name: str
-    source: str  # the URL, API key masked
-    bytes: int
-    path: Path  # where it ended up: for a DEM tile, the DEM it is mosaicked into
 
 
 def plan_dems(settings: Settings, pairs: Sequence[Pair]) -> list[DemPlan]:
@@ -227,7 +217,7 @@ def _download_tiles(
             log.info("tile %d/%d: %.1f MB", number, len(plan.tiles), fetched.bytes / 1e6)
             if on_download is not None:
                 name = f"{plan.path.name} tile {number}/{len(plan.tiles)}"
-                on_download(Download("dem", name, fetched.source, fetched.bytes, plan.path))
+                on_download(Download(name, fetched.source, fetched.bytes, plan.path, kind="dem"))
             paths.append(path)
     return paths
 

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import Settings
+from .download import Download
 from .errors import ProvisioningError
 from .orbit_cache import OrbitCache
 from .orbit_fetch import PART_SUFFIX, Fetcher
@@ -33,17 +34,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".orbits.lock"
-
-
-@dataclass(frozen=True)
-class Download:
-    """A file a run downloaded; the coordinator records it in its ledger."""
-
-    name: str
-    source: str
-    bytes: int
-    path: Path
-    kind: str = "orbit"
 
 
 @dataclass(frozen=True)
