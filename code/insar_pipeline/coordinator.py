@@ -34,6 +34,7 @@ from .georeuse_run import GeometrySharing
 from .ledger import Ledger
 from .progress import Progress
 from .signals import StopRequest
+from .topsapp import remaining_phases
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,6 @@ class Coordinator:
         return RunSummary(**{**summary.__dict__, "report": report})
 
     def _plan(self) -> list[PairPlan]:
-        from .topsapp import remaining_phases
-
         plans = [
             plan_pair(
                 pair.id,

@@ -38,6 +38,7 @@ from .dask_events import Executions
 from .dask_probe import probe_shared_data
 from .dask_task import TaskOutcome, not_run_result, run_pair_task, set_stop_flag
 from .executor import Executor
+from .topsapp import phase_table, remaining_phases
 
 if TYPE_CHECKING:
     from .executor import Message
@@ -55,7 +56,6 @@ class DaskExecutor(Executor):
     name = "dask"
 
     def __init__(self, settings: Settings, parallelism: Parallelism) -> None:
-        from .topsapp import phase_table
 
         self._run_id = secrets.token_hex(6)
         self._topic = f"insar-pipeline-{self._run_id}"
@@ -164,7 +164,6 @@ class DaskExecutor(Executor):
         return len(self._futures)
 
     def submit(self, job: PairJob) -> None:
-        from .topsapp import remaining_phases
 
         remaining = remaining_phases(job.run_dir, job.phases) or job.phases
         need = max(self._weights.get(phase.name, self._pair_gb) for phase in remaining)
@@ -293,7 +292,6 @@ def _without_pid(message: Message) -> Message:
 
 def _phases_done(job: PairJob) -> tuple[str, ...]:
     """The phases finished in the pair's folder (its checkpoints are the truth)."""
-    from .topsapp import remaining_phases
 
     left = {phase.name for phase in remaining_phases(job.run_dir, job.phases)}
     return tuple(phase.name for phase in job.phases if phase.name not in left)
