@@ -47,7 +47,7 @@ class _Timed:
     pair result, the window the executor is responsible for."""
 
     def __init__(self, settings, parallelism, gate) -> None:
-        from insar_pipeline.scheduler import create_executor
+        from insar_pipeline.run.driver import create_executor
 
         self.created = time.monotonic()
         self.inner = create_executor(settings, parallelism, gate)
@@ -69,10 +69,10 @@ def run_batch(root: Path, executor: str, n_pairs: int, workers: int, sleep: dict
     import os
 
     from batch_factory import make_batch, prepare_inputs
-    from insar_pipeline.config import Settings
-    from insar_pipeline.ledger import Ledger
-    from insar_pipeline.progress import Progress
-    from insar_pipeline.scheduler import run_pipeline
+    from insar_pipeline.inputs.config import Settings
+    from insar_pipeline.ledger.store import Ledger
+    from insar_pipeline.run.progress import Progress
+    from insar_pipeline.run.driver import run_pipeline
 
     logging.getLogger().setLevel(logging.WARNING)
     batch = make_batch(root, n_pairs)

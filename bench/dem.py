@@ -43,7 +43,7 @@ def standin_egm2008(folder: Path, box: tuple[float, float, float, float]) -> Pat
     import numpy as np
     from osgeo import gdal, osr
 
-    from insar_pipeline.dem_convert import find_geoid_grid
+    from insar_pipeline.dem.convert import find_geoid_grid
 
     egm96 = find_geoid_grid("EGM96")
     step = 2.5 / 60
@@ -74,8 +74,10 @@ def child(url: str, data: Path, proj_folder: str | None, keep: Path, queue, box:
     """Run provision_dems and the baselines in a fresh process: its own peak RSS."""
     from osgeo import gdal, osr
 
-    from insar_pipeline import dem, dem_convert
-    from insar_pipeline.config import Settings
+    from insar_pipeline.dem import provision as dem
+
+    from insar_pipeline.dem import convert as dem_convert
+    from insar_pipeline.inputs.config import Settings
     from test_dem_grid import make_pair
 
     if proj_folder:
@@ -152,7 +154,7 @@ def main() -> int:
 
     from osgeo import gdal
 
-    from insar_pipeline.dem_convert import find_geoid_grid
+    from insar_pipeline.dem.convert import find_geoid_grid
     from opentopo_server import synthetic_source
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

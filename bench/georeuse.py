@@ -63,10 +63,10 @@ def main() -> int:
 def run_stack(root: Path, args: argparse.Namespace, sleep: dict[str, float], reuse: bool) -> dict:
     """One `run` of the stack on a fresh data folder; its figures from the ledger and step log."""
     from batch_factory import make_batch, prepare_inputs
-    from insar_pipeline.config import Settings
-    from insar_pipeline.ledger import Ledger
-    from insar_pipeline.progress import Progress
-    from insar_pipeline.scheduler import run_pipeline
+    from insar_pipeline.inputs.config import Settings
+    from insar_pipeline.ledger.store import Ledger
+    from insar_pipeline.run.progress import Progress
+    from insar_pipeline.run.driver import run_pipeline
     from isce_double.double_faults import read_step_log
 
     logging.getLogger().setLevel(logging.WARNING)

@@ -86,11 +86,11 @@ def run_batch(root: Path, n_pairs: int, workers: int, sleep: dict[str, float]) -
     import logging
 
     from batch_factory import make_batch, prepare_inputs
-    from insar_pipeline.config import Settings
-    from insar_pipeline.ledger import Ledger
-    from insar_pipeline.progress import Progress
-    from insar_pipeline.report import write_report
-    from insar_pipeline.scheduler import run_pipeline
+    from insar_pipeline.inputs.config import Settings
+    from insar_pipeline.ledger.store import Ledger
+    from insar_pipeline.run.progress import Progress
+    from insar_pipeline.report.html import write_report
+    from insar_pipeline.run.driver import run_pipeline
 
     logging.getLogger().setLevel(logging.WARNING)
     batch = make_batch(root, n_pairs)
@@ -282,11 +282,11 @@ def plan_bench(root: Path, n_pairs: int) -> None:
 
 def coordinator_planning(data: Path, pairs_file: Path, env_file: Path) -> None:
     """The run's own planning stage for the same pairs (no provisioning, no topsApp)."""
-    from insar_pipeline.config import Settings
-    from insar_pipeline.dispatch import dispatch_order, plan_pair
-    from insar_pipeline.ledger import Ledger
-    from insar_pipeline.pairs import load_pairs
-    from insar_pipeline.topsapp import phase_table, remaining_phases
+    from insar_pipeline.inputs.config import Settings
+    from insar_pipeline.run.dispatch import dispatch_order, plan_pair
+    from insar_pipeline.ledger.store import Ledger
+    from insar_pipeline.inputs.pairs import load_pairs
+    from insar_pipeline.topsapp.steps import phase_table, remaining_phases
 
     settings = Settings(data_dir=data, pairs_file=pairs_file, env_file=env_file)
     started = time.monotonic()

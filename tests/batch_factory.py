@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import make_data_folder, make_safe_product
-from insar_pipeline.topsapp import checkpoint_paths, remaining_phases
+from insar_pipeline.topsapp.steps import checkpoint_paths, remaining_phases
 
 FIRST_DATE = datetime(2025, 4, 6, 2, 20, 8, tzinfo=timezone.utc)
 REPEAT = timedelta(days=12)
@@ -86,7 +86,7 @@ class FakeRunner:
         gate: Any = None,
         stop: threading.Event | None = None,
     ) -> Any:
-        from insar_pipeline.runner import PairResult, PhaseEvent
+        from insar_pipeline.pair.runner import PairResult, PhaseEvent
 
         with self._lock:
             self._running.add(job.pair_id)
@@ -151,7 +151,7 @@ class FakeRunner:
 
 def pair_result(pair_id: str, status: str, **fields: Any) -> Any:
     """A `PairResult` with empty defaults for the fields a test does not care about."""
-    from insar_pipeline.runner import PairResult
+    from insar_pipeline.pair.runner import PairResult
 
     values: dict[str, Any] = dict(
         phases_done=(),
@@ -175,8 +175,8 @@ def fake_prepare(
     settings: Any, pair: Any, orbit_files: Mapping[str, Path], dem: Path, omp_threads: int
 ) -> Any:
     """`prepare_pair` stand-in: the job only (no topsApp.xml)."""
-    from insar_pipeline.runner import PairJob
-    from insar_pipeline.topsapp import phase_table
+    from insar_pipeline.pair.runner import PairJob
+    from insar_pipeline.topsapp.steps import phase_table
 
     run_dir = settings.run_dir(pair.id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -199,8 +199,8 @@ def prepare_inputs(batch: Batch) -> dict[str, Any]:
     topsApp double)."""
     import sys
 
-    from insar_pipeline.dem_convert import write_ellipsoid_dem
-    from insar_pipeline.dem_grid import grid_around, isce_stem
+    from insar_pipeline.dem.convert import write_ellipsoid_dem
+    from insar_pipeline.dem.grid import grid_around, isce_stem
     from insar_pipeline.geo import BBox
     from opentopo_server import synthetic_source
     from orbit_factories import make_eof, poeorb_name

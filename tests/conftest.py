@@ -304,7 +304,7 @@ def make_data_dir(tmp_path: Path) -> Callable[..., Path]:
 
 def clean_environ(**extra: str) -> dict[str, str]:
     """os.environ without any pipeline setting (a developer's shell must not leak in)."""
-    from insar_pipeline.config import ENV_KEYS
+    from insar_pipeline.inputs.config import ENV_KEYS
 
     environ = {key: value for key, value in os.environ.items() if key not in ENV_KEYS}
     environ.update(extra)

@@ -9,7 +9,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from insar_pipeline.safe import Product
+from insar_pipeline.inputs.safe import Product
 
 UTC = timezone.utc
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from insar_pipeline import budget
-from insar_pipeline.budget import Machine, MemoryBudget, phase_weights, plan_parallelism
+from insar_pipeline.run import budget
+from insar_pipeline.run.budget import Machine, MemoryBudget, phase_weights, plan_parallelism
 from insar_pipeline.errors import InputError, Interrupted
 
 

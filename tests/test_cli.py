@@ -70,7 +70,8 @@ def test_unknown_command_exits_2_naming_it(argv: list[str], tmp_path: Path) -> N
 SCRIPT = """
 import sys, types
 sys.path.insert(0, {code!r})
-from insar_pipeline import cli, errors
+from insar_pipeline import cli
+from insar_pipeline import errors
 module = types.ModuleType("insar_pipeline.fake_command")
 def ok(settings, args): return 0
 def pair_failed(settings, args): return 1

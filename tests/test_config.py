@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from insar_pipeline.config import ENV_KEYS, FOREIGN_KEYS, Settings, load_settings
+from insar_pipeline.inputs.config import ENV_KEYS, FOREIGN_KEYS, Settings, load_settings
 from insar_pipeline.errors import InputError
 from insar_pipeline.geo import BBox
 
@@ -186,7 +186,7 @@ def test_env_example_documents_every_key_with_its_default() -> None:
 
 
 def test_retry_backoff_reaches_the_pair_job(tmp_path: Path) -> None:
-    from insar_pipeline.runner import prepare_pair
+    from insar_pipeline.pair.runner import prepare_pair
     from pair_factory import make_pair_setup
 
     env = write_env(tmp_path, "RETRY_BACKOFF_S = 0.25  # short, for a test batch\n")

@@ -13,8 +13,8 @@ import pytest
 from distributed import Client
 
 from dask_workers import external_worker, scheduler_only
-from insar_pipeline.config import Settings
-from insar_pipeline.dask_cluster import (
+from insar_pipeline.inputs.config import Settings
+from insar_pipeline.run.dask.cluster import (
     CODE_DIR,
     ClusterPlan,
     jobqueue_cluster,
@@ -23,7 +23,7 @@ from insar_pipeline.dask_cluster import (
     pairs_per_worker,
     plan_cluster,
 )
-from insar_pipeline.dask_probe import probe_shared_data
+from insar_pipeline.run.dask.probe import probe_shared_data
 from insar_pipeline.errors import InputError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import threading
 
-from insar_pipeline.dask_task import exclusive, set_stop_flag, stop_flag
+from insar_pipeline.run.dask.task import exclusive, set_stop_flag, stop_flag
 
 
 def test_a_second_execution_waits_for_the_first_and_can_be_stopped(tmp_path):

@@ -15,8 +15,8 @@ from dem_fixtures import (  # noqa: F401  (the `source` and `server` fixtures)
     server_fixture,
     source_fixture,
 )
-from insar_pipeline import dem_fetch
-from insar_pipeline.dem_fetch import fetch_tile, mask_url, tile_url
+from insar_pipeline.dem import fetch as dem_fetch
+from insar_pipeline.dem.fetch import fetch_tile, mask_url, tile_url
 from insar_pipeline.errors import CredentialError, ProvisioningError, ServiceError
 from insar_pipeline.geo import BBox
 from opentopo_server import Canned, OpenTopoEmulator

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from insar_pipeline.config import Settings
-from insar_pipeline.dem import dem_boxes, plan_dems
-from insar_pipeline.dem_grid import (
+from insar_pipeline.inputs.config import Settings
+from insar_pipeline.dem.provision import dem_boxes, plan_dems
+from insar_pipeline.dem.grid import (
     AREA_SAFETY,
     DEM_SPECS,
     DemGrid,
@@ -23,8 +23,8 @@ from insar_pipeline.dem_grid import (
 )
 from insar_pipeline.errors import InputError
 from insar_pipeline.geo import BBox
-from insar_pipeline.pairs import Pair
-from insar_pipeline.safe import Product
+from insar_pipeline.inputs.pairs import Pair
+from insar_pipeline.inputs.safe import Product
 
 
 def make_product(name: str, south: float, north: float, west: float, east: float) -> Product:
@@ -233,6 +233,6 @@ def test_every_supported_type_has_a_known_datum_and_posting():
 
 
 def test_settings_accept_exactly_the_supported_dem_types():
-    from insar_pipeline.config import DEM_TYPES
+    from insar_pipeline.inputs.config import DEM_TYPES
 
     assert DEM_TYPES == tuple(DEM_SPECS)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from insar_pipeline.clean import _size, clean_command, clean_pair
-from insar_pipeline.georeuse import GeometryKey, geometry_key, guard, predicted_key, read_key
-from insar_pipeline.georeuse_link import HELD_MARKER, has_geometry, link_geometry, reused_from
-from insar_pipeline.georeuse_plan import GeometryReuse, PairGeometry
-from insar_pipeline.pairs import Pair
-from insar_pipeline.runner import PairJob, PairResult, PhaseEvent, prepare_pair, run_pair
-from insar_pipeline.topsapp import finished_steps
+from insar_pipeline.topsapp.clean import _size, clean_command, clean_pair
+from insar_pipeline.georeuse.key import GeometryKey, geometry_key, guard, predicted_key, read_key
+from insar_pipeline.georeuse.link import HELD_MARKER, has_geometry, link_geometry, reused_from
+from insar_pipeline.georeuse.plan import GeometryReuse, PairGeometry
+from insar_pipeline.inputs.pairs import Pair
+from insar_pipeline.pair.runner import PairJob, PairResult, PhaseEvent, prepare_pair, run_pair
+from insar_pipeline.topsapp.steps import finished_steps
 from pair_factory import PairSetup, double_env, make_pair_setup
 
 # Scenes are 12 days apart from 2025-04-06: 0406, 0418, 0430, 0512.
@@ -232,7 +232,7 @@ def test_a_pair_runs_its_own_topo_when_no_donor_fits_and_logs_why(stack, caplog)
     taker = stack.job(
         0, 2, geometry_donors=(donor.run_dir,), env=double_env(burst_shift="20250430=1")
     )
-    with caplog.at_level(logging.INFO, logger="insar_pipeline.georeuse_link"):
+    with caplog.at_level(logging.INFO, logger="insar_pipeline.georeuse.link"):
         result, _ = run(taker)
     assert result.status == "done" and result.geometry_from is None
     assert stack.topo_runs()[taker.pair_id] == 1

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from insar_pipeline.runner import prepare_pair
-from insar_pipeline.topsapp import STEPS
+from insar_pipeline.pair.runner import prepare_pair
+from insar_pipeline.topsapp.steps import STEPS
 from isce_double.double_config import isce_value
 from isce_double.double_faults import Faults
 from pair_factory import make_pair_setup

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from batch_factory import pair_result
-from insar_pipeline import ledger_schema
+from insar_pipeline.ledger import schema as ledger_schema
 from insar_pipeline.errors import InputError
-from insar_pipeline.ledger import SCHEMA_VERSION, Ledger
-from insar_pipeline.runner import PhaseEvent
+from insar_pipeline.ledger.store import SCHEMA_VERSION, Ledger
+from insar_pipeline.pair.runner import PhaseEvent
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("preprocess", "geometry", "coregistration", "interferogram", "unwrap", "geocode")
@@ -235,7 +235,7 @@ WRITER = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {code!r})
     from pathlib import Path
-    from insar_pipeline.ledger import Ledger
+    from insar_pipeline.ledger.store import Ledger
     ledger = Ledger.open_writer(Path(sys.argv[1]))
     ledger.register_pairs([("p%04d" % i, "r", "s", i) for i in range(200)], phases_total=6)
     run_id = ledger.start_run(workers=1, omp_threads=1, budget_gb=1, pairs_total=200, executor="x")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from insar_pipeline.errors import RunLockedError
-from insar_pipeline.lock import RunLock, lock_holder
+from insar_pipeline.ledger.lock import RunLock, lock_holder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ HOLDER = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {code!r})
     from pathlib import Path
-    from insar_pipeline.lock import RunLock
+    from insar_pipeline.ledger.lock import RunLock
     lock = RunLock(Path(sys.argv[1]))
     lock.acquire()
     print("locked", flush=True)

@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from lxml import etree
 
-from insar_pipeline import orbit_http
-from insar_pipeline.orbit_cdse import odata_filter, parse_odata
-from insar_pipeline.orbit_files import (
+from insar_pipeline.orbits import http as orbit_http
+from insar_pipeline.orbits.cdse import odata_filter, parse_odata
+from insar_pipeline.orbits.files import (
     START_MARGIN,
     STOP_MARGIN,
     T_ORBIT,
@@ -26,7 +26,7 @@ from insar_pipeline.orbit_files import (
     read_eof_header,
     select_orbit,
 )
-from insar_pipeline.orbit_sources import listing_prefixes, parse_s3_listing
+from insar_pipeline.orbits.sources import listing_prefixes, parse_s3_listing
 from orbit_factories import (
     REALDATA,
     make_eof,

@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from insar_pipeline.config import Settings
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.errors import ProvisioningError
-from insar_pipeline.orbit_sources import parse_s3_listing
-from insar_pipeline.orbits import (
+from insar_pipeline.orbits.sources import parse_s3_listing
+from insar_pipeline.orbits.provision import (
     Download,
     OrbitProvision,
     describe_orbit_plan,
     provision_orbits,
 )
-from insar_pipeline.safe import Product
+from insar_pipeline.inputs.safe import Product
 from orbit_factories import REALDATA, make_eof, poeorb_name, resorb_name, scene
 from orbit_server import (
     TRUNCATED,
@@ -294,9 +294,9 @@ def test_eight_threads_download_a_file_once(orbit_service: OrbitServer, tmp_path
 
 CHILD = """
 import json, sys, time
-from insar_pipeline.config import Settings
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.errors import ProvisioningError
-from insar_pipeline.orbits import provision_orbits
+from insar_pipeline.orbits.provision import provision_orbits
 from orbit_factories import make_product
 args = json.loads(sys.argv[1])
 settings = Settings(**args["settings"])

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import insar_pipeline.pairs as pairs_module
+import insar_pipeline.inputs.pairs as pairs_module
 from conftest import REPO, SLC_REFERENCE, SLC_SECONDARY, make_data_folder, make_safe_product
-from insar_pipeline.config import Settings
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.errors import InputError
-from insar_pipeline.pairs import (
+from insar_pipeline.inputs.pairs import (
     PairLine,
     build_pairs,
     load_pairs,
@@ -20,7 +20,7 @@ from insar_pipeline.pairs import (
     parse_pairs_text,
     split_pairs_text,
 )
-from insar_pipeline.safe import Product
+from insar_pipeline.inputs.safe import Product
 
 GOOD_LINES = [
     ('("A.SAFE", "B.SAFE")', ("A", "B")),

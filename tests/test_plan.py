@@ -108,7 +108,7 @@ def test_plan_honours_env_only_and_finished_steps(project: Path) -> None:
 
 
 def test_plan_of_a_finished_pair(project: Path) -> None:
-    from insar_pipeline.topsapp import STEPS
+    from insar_pipeline.topsapp.steps import STEPS
 
     pickle = project / "data" / "runs" / "20250406_20250418" / "PICKLE"
     pickle.mkdir(parents=True)

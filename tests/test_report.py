@@ -10,11 +10,11 @@ import re
 import numpy as np
 import pytest
 
-from insar_pipeline.config import Settings
-from insar_pipeline.ledger import Ledger
-from insar_pipeline.quicklook import read_decimated
-from insar_pipeline.report import report_command, write_report
-from insar_pipeline.runner import PairResult
+from insar_pipeline.inputs.config import Settings
+from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.report.quicklook import read_decimated
+from insar_pipeline.report.html import report_command, write_report
+from insar_pipeline.pair.runner import PairResult
 
 DONE, FAILED, BARE = "20250406_20250418", "20250418_20250430", "20250430_20250512"
 HOSTILE = "<script>alert('x')</script> & \"quotes\""

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from insar_pipeline.errors import InputError, Interrupted
-from insar_pipeline.runner import PairJob, PhaseEvent, prepare_pair, run_pair
-from insar_pipeline.topsapp import STEPS, Phase, checkpoint_paths, finished_steps, phase_table
+from insar_pipeline.pair.runner import PairJob, PhaseEvent, prepare_pair, run_pair
+from insar_pipeline.topsapp.steps import STEPS, Phase, checkpoint_paths, finished_steps, phase_table
 from pair_factory import double_env, make_pair_setup
 
 PHASES = ("preprocess", "geometry", "coregistration", "interferogram", "unwrap", "geocode")
@@ -426,7 +426,7 @@ def test_products_with_real_metadata_go_through_preprocess(tmp_path):
 
 COORDINATOR = """
 import pickle, sys
-from insar_pipeline.runner import run_pair
+from insar_pipeline.pair.runner import run_pair
 job = pickle.loads(open(sys.argv[1], "rb").read())
 run_pair(job, lambda e: e.kind == "start" and print(e.phase, e.pid, flush=True))
 """

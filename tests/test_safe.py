@@ -20,8 +20,8 @@ from conftest import (
     real_safe,
 )
 from insar_pipeline.errors import InputError
-from insar_pipeline.manifest import parse_manifest
-from insar_pipeline.safe import read_product, scan_raw
+from insar_pipeline.inputs.manifest import parse_manifest
+from insar_pipeline.inputs.safe import read_product, scan_raw
 
 
 def utc(text: str) -> datetime:

@@ -18,7 +18,7 @@ import pytest
 
 from batch_factory import env_text, make_batch, prepare_inputs
 from conftest import MAIN, clean_environ
-from insar_pipeline.status import collect_status
+from insar_pipeline.report.status import collect_status
 from isce_double.double_faults import read_step_log
 
 pytestmark = pytest.mark.slow

@@ -9,11 +9,11 @@ import os
 import pytest
 
 from batch_factory import pair_result
-from insar_pipeline.config import Settings
-from insar_pipeline.ledger import Ledger
-from insar_pipeline.lock import RunLock
-from insar_pipeline.runner import PhaseEvent
-from insar_pipeline.status import collect_status, render_status, status_command
+from insar_pipeline.inputs.config import Settings
+from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.ledger.lock import RunLock
+from insar_pipeline.pair.runner import PhaseEvent
+from insar_pipeline.report.status import collect_status, render_status, status_command
 
 PAIRS = [
     ("20250406_20250418", "REF", "SEC", 1),

@@ -12,7 +12,7 @@ from lxml import etree
 
 from conftest import real_path
 from insar_pipeline.errors import InputError
-from insar_pipeline.topsapp import (
+from insar_pipeline.topsapp.steps import (
     FINAL_STEP,
     STEPS,
     Phase,
@@ -24,7 +24,7 @@ from insar_pipeline.topsapp import (
     validate_phase_table,
     write_topsapp_xml,
 )
-from insar_pipeline.topsapp_xml import (
+from insar_pipeline.topsapp.xml import (
     GEOCODE_LIST,
     ION_GEOCODE,
     PROPERTY_RULES,

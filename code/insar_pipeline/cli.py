@@ -11,19 +11,19 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import EXIT_INTERRUPTED, InputError, PipelineError
+from insar_pipeline import __version__
+from insar_pipeline.errors import EXIT_INTERRUPTED, InputError, PipelineError
 
 log = logging.getLogger(__name__)
 
 # command -> (module, function); each function is `(settings, args) -> exit code`.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "run": ("scheduler", "run_command", "process every pair in parallel, clean, report"),
-    "plan": ("plan", "plan_command", "validate inputs and print what `run` would do"),
-    "status": ("status", "status_command", "per-pair state from the ledger"),
-    "clean": ("clean", "clean_command", "apply a cleaning level to finished pairs"),
-    "report": ("report", "report_command", "(re)write data/runs/report.html and quicklooks"),
-    "pairs": ("network", "pairs_command", "write a small-baseline pairs.txt from data/raw"),
+    "run": ("run.driver", "run_command", "process every pair in parallel, clean, report"),
+    "plan": ("run.plan", "plan_command", "validate inputs and print what `run` would do"),
+    "status": ("report.status", "status_command", "per-pair state from the ledger"),
+    "clean": ("topsapp.clean", "clean_command", "apply a cleaning level to finished pairs"),
+    "report": ("report.html", "report_command", "(re)write data/runs/report.html and quicklooks"),
+    "pairs": ("inputs.network", "pairs_command", "write a small-baseline pairs.txt from data/raw"),
 }
 
 
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif word is not None and word not in COMMANDS:
         parser.error(f"unknown command {word!r} (choose from {', '.join(COMMANDS)})")
     args = parser.parse_args(argv)
-    from .logs import configure_logging
+    from insar_pipeline.logs import configure_logging
 
     configure_logging(verbose=bool(getattr(args, "verbose", False)))
     try:
@@ -115,7 +115,7 @@ def _asks_help(argv: Sequence[str]) -> bool:
 
 
 def _settings_from(args: argparse.Namespace):
-    from .config import load_settings
+    from insar_pipeline.inputs.config import load_settings
 
     only = getattr(args, "only", None)
     cli = {
@@ -127,7 +127,12 @@ def _settings_from(args: argparse.Namespace):
 
 
 def _secrets_of(settings) -> list[str]:
-    secrets = [settings.opentopo_api_key, settings.cdse_password]
+    secrets = [
+        settings.opentopo_api_key,
+        settings.cdse_password,
+        settings.earthdata_token,
+        settings.earthdata_password,
+    ]
     return [secret.get_secret_value() for secret in secrets if secret is not None]
 
 

@@ -1,0 +1,379 @@
+"""Settings: `.env` file, then the process environment, then CLI options (SPEC.md section 4).
+
+Everything the pipeline reads from the user is validated here once, into a frozen `Settings`
+that is passed down; no other module reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from insar_pipeline.errors import InputError
+from insar_pipeline.geo import BBox
+
+log = logging.getLogger(__name__)
+
+# OpenTopography global DEMs whose vertical datum the pipeline converts (dem_grid.DEM_SPECS).
+DEM_TYPES = (
+    "COP30", "COP90", "NASADEM", "SRTMGL1", "SRTMGL3", "AW3D30", "SRTMGL1_E", "SRTMGL3_E",
+    "AW3D30_E",
+)  # fmt: skip
+UNWRAPPERS = ("snaphu_mcf", "snaphu", "downsample_snaphu", "icu", "grass")
+ORBIT_SOURCES = ("asf", "aws", "cdse")
+POLARIZATIONS = ("vv", "vh", "hh", "hv")
+CLEAN_LEVELS = ("none", "standard", "nuclear")
+SECRET_KEYS = frozenset(
+    {"OPENTOPO_API_KEY", "CDSE_PASSWORD", "EARTHDATA_TOKEN", "EARTHDATA_PASSWORD"}
+)
+# Keys other tools read from the same .env (run_docker.sh); accepted here without a warning.
+FOREIGN_KEYS = frozenset({"MEMORY_LIMIT", "SHM_SIZE", "IMAGE_NAME"})
+
+
+class Settings(BaseModel):
+    """Every setting of a run. Field names are the `.env` keys in lower case."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    # Where things are (CLI options; not .env keys).
+    data_dir: Path = Field(Path("data"), description="the data folder (raw, orbit_data, dem, runs)")
+    pairs_file: Path = Field(Path("pairs.txt"), description="the pairs list")
+    env_file: Path = Field(Path(".env"), description="the .env file read")
+    only: tuple[str, ...] = Field((), description="restrict to these pair ids")
+    verbose: bool = False
+
+    opentopo_api_key: SecretStr | None = Field(None, description="OpenTopography API key")
+    roi: BBox | None = Field(None, description="S,N,W,E box of the downloaded DEM")
+    region_of_interest: BBox | None = Field(None, description="topsApp region of interest S,N,W,E")
+    workers: int | None = Field(None, ge=1, description="parallel pairs ('auto' or a number)")
+    memory_per_worker_gb: float = Field(16.0, gt=0)
+    memory_total_gb: float | None = Field(None, gt=0, description="RAM to plan with; None = detect")
+    memory_reserve_gb: float = Field(2.0, ge=0, description="RAM kept free for the system")
+    cores: int | None = Field(None, ge=1, description="cores to plan with; None = detect")
+    dem_type: str = "COP30"
+    dem_buffer_deg: float = Field(0.1, ge=0, le=5)
+    geocode_dem_arcsec: int | None = Field(
+        None, ge=1, description="arc-second posting of a coarser DEM for geocoding; none: the DEM"
+    )
+    swaths: tuple[int, ...] = (1, 2, 3)
+    polarization: str = "vv"
+    range_looks: int = Field(19, ge=1)
+    azimuth_looks: int = Field(7, ge=1)
+    filter_strength: float = Field(0.5, ge=0, le=1)
+    unwrap: bool = True
+    unwrapper: str = "snaphu_mcf"
+    ionosphere: bool = False
+    geocode_bbox: BBox | None = None
+    max_retries: int = Field(2, ge=0, le=20)
+    retry_backoff_s: float = Field(5.0, ge=0, le=3600, description="first retry wait; doubles")
+    phase_timeout_min: float | None = Field(None, gt=0)
+    clean: Literal["none", "standard", "nuclear"] = "standard"
+    orbit_sources: tuple[str, ...] = ORBIT_SOURCES
+    cdse_username: str | None = None
+    cdse_password: SecretStr | None = None
+    topsapp: str = "topsApp.py"
+    executor: Literal["local", "dask"] = "local"
+    dask_scheduler: str | None = Field(None, description="'local', an address, 'slurm' or 'pbs'")
+    dask_cores: int = Field(1, ge=1, description="cores per dask-jobqueue job")
+    dask_memory_gb: float = Field(16.0, gt=0, description="memory per dask-jobqueue job")
+    dask_walltime: str = "12:00:00"
+    dask_queue: str | None = None
+    dask_account: str | None = None
+    dask_jobs: int = Field(1, ge=1, description="dask-jobqueue jobs to start")
+    geometry_reuse: bool = True
+    opentopo_url: str = "https://portal.opentopography.org"
+    asf_orbit_url: str = "https://s1-orbits.asf.alaska.edu"
+    aws_orbit_url: str = "https://s1-orbits.s3.us-west-2.amazonaws.com"
+    cdse_url: str = "https://catalogue.dataspace.copernicus.eu"
+    cdse_token_url: str = (
+        "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
+    )
+    cdse_download_url: str = "https://zipper.dataspace.copernicus.eu"
+
+    # topsApp's enhanced spectral diversity (issue 12).
+    esd: Literal["auto", "true", "false"] = Field(
+        "auto", description="auto: rerun coregistration without ESD when no overlap is coherent"
+    )
+    esd_coherence_threshold: float = Field(0.85, gt=0, le=1, description="ESD coherence threshold")
+
+    # Where the DEM comes from (issue 16).
+    dem_source: Literal["auto", "opentopography", "copernicus"] = "auto"
+    copernicus_dem_url: str = "https://copernicus-dem-30m.s3.amazonaws.com"
+
+    # Finding and downloading the inputs (issue 14).
+    aoi: str | None = Field(None, description="area of interest: S,N,W,E or a WKT polygon")
+    start: str | None = Field(None, description="first date searched, YYYY-MM-DD")
+    end: str | None = Field(None, description="last date searched, YYYY-MM-DD")
+    relative_orbit: int | None = Field(None, ge=1, le=175, description="the track")
+    flight_direction: str | None = Field(None, description="ASCENDING or DESCENDING")
+    frame: int | None = Field(None, ge=0, description="ASF frame number")
+    platforms: tuple[str, ...] = ("S1A", "S1B", "S1C")
+    input_level: Literal["scene", "burst"] = "scene"
+    earthdata_token: SecretStr | None = None
+    earthdata_username: str | None = None
+    earthdata_password: SecretStr | None = None
+    cmr_host: str = "cmr.earthdata.nasa.gov"
+    edl_host: str = "urs.earthdata.nasa.gov"
+
+    # Time series (issue 15).
+    timeseries: bool = False
+    reference_lalo: str | None = Field(None, description="MintPy reference point 'lat,lon'")
+
+    @field_validator("roi", "region_of_interest", "geocode_bbox", mode="before")
+    @classmethod
+    def _parse_bbox(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return BBox.parse(value) if value.strip() else None
+        return value
+
+    @field_validator(
+        "workers",
+        "phase_timeout_min",
+        "memory_total_gb",
+        "cores",
+        "geocode_dem_arcsec",
+        "relative_orbit",
+        "frame",
+        mode="before",
+    )
+    @classmethod
+    def _auto_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "auto", "none"):
+            return None
+        return value
+
+    @field_validator(
+        "opentopo_api_key", "cdse_username", "cdse_password", "dask_scheduler", "dask_queue",
+        "dask_account", "aoi", "start", "end", "flight_direction", "earthdata_token",
+        "earthdata_username", "earthdata_password", "reference_lalo", mode="before",
+    )
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("swaths", "orbit_sources", "only", "platforms", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item for item in value.replace(",", " ").split() if item)
+        return value
+
+    @field_validator("swaths")
+    @classmethod
+    def _check_swaths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(swath not in (1, 2, 3) for swath in value):
+            raise ValueError("must list IW swaths among 1, 2, 3 (e.g. 1,2,3)")
+        return tuple(sorted(set(value)))
+
+    @field_validator("orbit_sources")
+    @classmethod
+    def _check_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        value = tuple(source.lower() for source in value)
+        if not value or any(source not in ORBIT_SOURCES for source in value):
+            raise ValueError(f"must list sources among {', '.join(ORBIT_SOURCES)}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("dem_type")
+    @classmethod
+    def _check_dem_type(cls, value: str) -> str:
+        for known in DEM_TYPES:
+            if value.strip().lower() == known.lower():
+                return known
+        raise ValueError(f"must be one of {', '.join(DEM_TYPES)}")
+
+    @field_validator("polarization", "unwrapper", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("polarization")
+    @classmethod
+    def _check_polarization(cls, value: str) -> str:
+        if value not in POLARIZATIONS:
+            raise ValueError(f"must be one of {', '.join(POLARIZATIONS)}")
+        return value
+
+    @field_validator("unwrapper")
+    @classmethod
+    def _check_unwrapper(cls, value: str) -> str:
+        if value not in UNWRAPPERS:
+            raise ValueError(f"must be one of {', '.join(UNWRAPPERS)}")
+        return value
+
+    @field_validator("clean", "esd", "dem_source", "input_level", mode="before")
+    @classmethod
+    def _clean_lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    # Derived folders: every path of a run comes from these.
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def orbit_dir(self) -> Path:
+        return self.data_dir / "orbit_data"
+
+    @property
+    def dem_dir(self) -> Path:
+        return self.data_dir / "dem"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    def run_dir(self, pair_id: str) -> Path:
+        return self.runs_dir / pair_id
+
+    @property
+    def phase_timeout_s(self) -> float | None:
+        return None if self.phase_timeout_min is None else self.phase_timeout_min * 60
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """A validated copy with some fields changed (tests and the CLI use this)."""
+        return _rebuild(self, changes)
+
+
+def _rebuild(settings: Settings, changes: Mapping[str, Any]) -> Settings:
+    values = {name: getattr(settings, name) for name in Settings.model_fields}
+    values.update(changes)
+    return Settings(**values)
+
+
+ENV_KEYS: dict[str, str] = {
+    name.upper(): name
+    for name in Settings.model_fields
+    if name not in ("data_dir", "pairs_file", "env_file", "only", "verbose")
+}
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The key/value pairs of a .env file (python-dotenv syntax, inline `# comments` allowed).
+
+    A line python-dotenv cannot parse would be skipped silently; it is an InputError naming the
+    line instead (the line itself is not echoed: it may hold a secret).
+    """
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    if not path.exists():
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read it ({err})") from err
+    bad = [binding.original for binding in parse_stream(io.StringIO(text)) if binding.error]
+    if bad:
+        raise InputError("\n".join(_unparsable(path, original) for original in bad))
+    values = dotenv_values(stream=io.StringIO(text))
+    return {key: (value or "") for key, value in values.items()}
+
+
+def _unparsable(path: Path, original: Any) -> str:
+    # parse_stream reports blank lines before a bad statement as part of it.
+    text = original.string
+    line = original.line + len(text) - len(text.lstrip("\n"))
+    word = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)", text.lstrip("\n"))
+    what = f"the line of {word[1]}" if word else "this line"
+    return (
+        f"{path}:{line}: cannot parse {what}; write KEY = value (quote values holding # or spaces)"
+    )
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings from `.env`, the process environment and CLI options, in that order.
+
+    `cli` holds field names (data_dir, pairs_file, env_file, workers, only, verbose...);
+    values of None are "not given". Raises InputError naming the key and what it accepts.
+    """
+    cli = {key: value for key, value in (cli or {}).items() if value is not None}
+    environ = os.environ if environ is None else environ
+    env_file = Path(cli.get("env_file", ".env"))
+    if "env_file" in cli and not env_file.is_file():
+        raise InputError(f"--env {env_file}: no such file; copy .env.example there or drop --env")
+    file_values = read_env_file(env_file)
+    _warn_unknown_keys(env_file, file_values)
+
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, field in ENV_KEYS.items():
+        # The environment overrides the file; an empty value at either level means the default.
+        value, source = (
+            (environ[key], "environment") if key in environ
+            else (file_values.get(key), str(env_file))
+        )  # fmt: skip
+        if value is not None and value.strip():
+            raw[field], sources[field] = value, source
+    for field, value in cli.items():
+        raw[field], sources[field] = value, "command line"
+    raw.setdefault("env_file", env_file)
+    try:
+        return Settings(**raw)
+    except ValidationError as err:
+        raise InputError(_describe(err, raw, sources)) from None
+
+
+def _warn_unknown_keys(env_file: Path, values: Mapping[str, str]) -> None:
+    for key in values:
+        if key in ENV_KEYS or key in FOREIGN_KEYS:
+            continue
+        close = difflib.get_close_matches(key, list(ENV_KEYS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        log.warning("%s: unknown key %s is ignored%s", env_file, key, hint)
+
+
+def _describe(err: ValidationError, raw: Mapping[str, Any], sources: Mapping[str, str]) -> str:
+    """One line per bad key, never echoing a secret."""
+    lines = []
+    for problem in err.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        where = sources.get(field, "settings")
+        if field.upper() in ENV_KEYS and where != "command line":
+            key = field.upper()
+        else:
+            key = f"--{field.replace('_', '-')}"
+        message = _EXPECTED.get(problem["type"], problem["msg"].removeprefix("Value error, "))
+        if field in _AUTO_FIELDS and problem["type"] in ("int_parsing", "float_parsing"):
+            message += " or auto"
+        if field.upper() in SECRET_KEYS or field not in raw:
+            shown = ""
+        else:
+            shown = f"={raw[field]!r}"
+        lines.append(f"{where}: {key}{shown} is invalid: {message}")
+    return "\n".join(lines)
+
+
+# pydantic's words for a wrong type, replaced by what the key accepts.
+_EXPECTED = {
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+}
+_AUTO_FIELDS = frozenset({"workers", "cores", "memory_total_gb"})

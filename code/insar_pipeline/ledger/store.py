@@ -1,0 +1,341 @@
+"""The ledger: `data/runs/ledger.sqlite`, what every run, pair, phase attempt and download did.
+
+SQLite in WAL mode, so `status` and `report` read a consistent snapshot while a run writes, and a
+coordinator killed mid-write (even by `kill -9`) leaves the last committed state, never a torn
+file. The coordinator's main thread is the only writer. The PICKLE checkpoints of each pair are
+the truth about finished work: `reconcile` repairs the ledger from them (with a warning) at the
+start of every run. The schema is versioned in `schema_version`; `MIGRATIONS[i]` upgrades a
+ledger from version i to i + 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from insar_pipeline.errors import InputError
+from insar_pipeline.ledger.schema import SCHEMA_VERSION, Transaction, migrate, schema_version
+
+log = logging.getLogger(__name__)
+
+LEDGER_NAME = "ledger.sqlite"
+PAIR_STATES = ("pending", "running", "done", "failed")
+
+
+@dataclass(frozen=True)
+class PairRow:
+    """A pair as the ledger holds it."""
+
+    pair_id: str
+    reference: str | None
+    secondary: str | None
+    position: int | None
+    status: str
+    phase: str | None
+    attempts: int
+    error: str | None
+    error_tail: str | None
+    failed_phase: str | None
+    phases_done: tuple[str, ...]
+    phases_total: int | None
+    wall_s: float
+    running_since: float | None  # start of the phase attempt still open, if any
+    bytes_before_clean: int | None
+    bytes_after_clean: int | None
+    geometry_from: str | None = None  # the pair whose geometry this one took (georeuse)
+
+
+def ledger_path(runs_dir: Path) -> Path:
+    return runs_dir / LEDGER_NAME
+
+
+class Ledger:
+    """A connection to the ledger: `open_writer` (the coordinator) or `open_reader` (others)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open_writer(cls, runs_dir: Path) -> Ledger:
+        path = ledger_path(runs_dir)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=True)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts; the
+        # checkpoints are the truth anyway and `reconcile` restores what was lost.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        ledger = cls(conn, path)
+        migrate(conn, path)
+        return ledger
+
+    @classmethod
+    def open_reader(cls, runs_dir: Path) -> Ledger | None:
+        """A read-only view, or None when no run ever wrote a ledger here."""
+        path = ledger_path(runs_dir)
+        if not path.exists():
+            return None
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        ledger = cls(conn, path)
+        version = ledger.schema_version()
+        if version == 0:  # a run is creating it right now: nothing to read yet
+            conn.close()
+            return None
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise InputError(
+                f"{path}: ledger schema version {version}, this program reads {SCHEMA_VERSION}; "
+                "run `run` with this version once to upgrade it"
+            )
+        return ledger
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def schema_version(self) -> int:
+        return schema_version(self.conn)
+
+    # ---- writes (coordinator main thread only) -------------------------------------------
+
+    def start_run(
+        self, *, workers: int, omp_threads: int, budget_gb: float, pairs_total: int, executor: str
+    ) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO runs (started, pid, host, status, workers, omp_threads, budget_gb,"
+            " pairs_total, executor) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+            (
+                time.time(),
+                os.getpid(),
+                socket.gethostname(),
+                workers,
+                omp_threads,
+                budget_gb,
+                pairs_total,
+                executor,
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def end_run(self, run_id: int, status: str, exit_code: int) -> None:
+        self.conn.execute(
+            "UPDATE runs SET ended=?, status=?, exit_code=? WHERE id=?",
+            (time.time(), status, exit_code, run_id),
+        )
+
+    def register_pairs(
+        self,
+        pairs: Sequence[tuple[str, str, str, int]],
+        phases_total: int,
+        unlist_others: bool = True,
+    ) -> None:
+        """(pair id, reference, secondary, line) in pairs.txt order; keeps known pairs' state.
+
+        Pairs no longer in pairs.txt stay in the ledger, unlisted (`status` hides them).
+        """
+        with self.transaction():
+            if unlist_others:
+                self.conn.execute("UPDATE pairs SET listed=0")
+            self.conn.executemany(
+                "INSERT INTO pairs (pair_id, reference, secondary, line, position, listed,"
+                " phases_total, updated) VALUES (?, ?, ?, ?, ?, 1, ?, ?)"
+                " ON CONFLICT(pair_id) DO UPDATE SET reference=excluded.reference,"
+                " secondary=excluded.secondary, line=excluded.line, position=excluded.position,"
+                " listed=1, phases_total=excluded.phases_total",
+                [
+                    (pair_id, ref, sec, line, position, phases_total, time.time())
+                    for position, (pair_id, ref, sec, line) in enumerate(pairs)
+                ],
+            )
+
+    def mark_pending(self, pair_ids: Sequence[str]) -> None:
+        """Pairs queued by this run (a pair failed before is pending again until it runs)."""
+        with self.transaction():
+            for pair_id in pair_ids:
+                self.set_pair(
+                    pair_id,
+                    status="pending",
+                    phase=None,
+                    error=None,
+                    error_tail=None,
+                    failed_phase=None,
+                    attempts=0,
+                )
+
+    def set_pair(self, pair_id: str, **fields: Any) -> None:
+        """Update some columns of a pair (phases_done as a sequence)."""
+        if "phases_done" in fields:
+            fields["phases_done"] = json.dumps(list(fields["phases_done"]))
+        fields["updated"] = time.time()
+        columns = ", ".join(f"{name}=?" for name in fields)
+        self.conn.execute(
+            f"UPDATE pairs SET {columns} WHERE pair_id=?", (*fields.values(), pair_id)
+        )
+
+    def record_event(self, run_id: int, event: Any) -> None:
+        """A runner `PhaseEvent`: one phases row per attempt, and the pair's current phase."""
+        with self.transaction():
+            if event.kind == "start":
+                self.conn.execute(
+                    "INSERT INTO phases (run_id, pair_id, phase, attempt, started, log_path)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET started=excluded.started",
+                    (run_id, event.pair_id, event.phase, event.attempt, event.time, event.log_path),
+                )
+                self.set_pair(
+                    event.pair_id,
+                    status="running",
+                    phase=event.phase,
+                    attempts=event.attempt,
+                    run_id=run_id,
+                )
+                return
+            self.conn.execute(
+                "INSERT INTO phases (run_id, pair_id, phase, attempt, started, ended, returncode,"
+                " ok, transient, error, log_path, wall_s, peak_rss_mb)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+                " ended=excluded.ended, returncode=excluded.returncode, ok=excluded.ok,"
+                " transient=excluded.transient, error=excluded.error,"
+                " log_path=COALESCE(excluded.log_path, log_path), wall_s=excluded.wall_s,"
+                " peak_rss_mb=excluded.peak_rss_mb",
+                (
+                    run_id,
+                    event.pair_id,
+                    event.phase,
+                    event.attempt,
+                    event.time - (event.wall_s or 0.0),
+                    event.time,
+                    event.returncode,
+                    _bool(event.ok),
+                    _bool(event.transient),
+                    event.error,
+                    event.log_path,
+                    event.wall_s,
+                    event.peak_rss_mb,
+                ),
+            )
+            if event.ok:
+                done = self._phases_done(event.pair_id)
+                if event.phase not in done:
+                    self.set_pair(event.pair_id, phases_done=(*done, event.phase))
+            if event.ok and getattr(event, "reused_from", None):
+                self.set_pair(event.pair_id, geometry_from=event.reused_from)
+
+    def record_result(self, run_id: int, result: Any) -> None:
+        """A runner `PairResult`: the pair's final state for this run."""
+        status = {"done": "done", "failed": "failed"}.get(result.status, "pending")
+        # The runner reports every phase finished in the folder; an empty tuple may only mean
+        # "not known" (a pair stopped before it started), so it never erases what we know.
+        done = {"phases_done": result.phases_done} if result.phases_done else {}
+        # Likewise a geometry source is only ever added here (a run's start re-reads folders).
+        if getattr(result, "geometry_from", None):
+            done["geometry_from"] = result.geometry_from
+        self.set_pair(
+            result.pair_id,
+            **done,
+            status=status,
+            run_id=run_id,
+            ended=time.time(),
+            # `attempts` stays the number of the current phase's last attempt (from its events,
+            # counted across reruns like the runner's logs/<phase>.<attempt>.log).
+            phase=result.failed_phase if status == "failed" else None,
+            error=result.error,
+            error_tail=result.error_tail,
+            failed_phase=result.failed_phase,
+            bytes_before_clean=result.bytes_before_clean,
+            bytes_after_clean=result.bytes_after_clean,
+        )
+
+    def fail_pair(self, run_id: int, pair_id: str, error: str) -> None:
+        """A pair that cannot start (e.g. no orbit for one of its scenes)."""
+        self.set_pair(
+            pair_id,
+            status="failed",
+            run_id=run_id,
+            error=error,
+            error_tail=None,
+            failed_phase=None,
+            phase=None,
+            ended=time.time(),
+        )
+
+    def record_download(self, run_id: int, download: Any) -> None:
+        self.conn.execute(
+            "INSERT INTO downloads (run_id, time, kind, name, source, bytes, path)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                time.time(),
+                download.kind,
+                download.name,
+                download.source,
+                download.bytes,
+                str(download.path),
+            ),
+        )
+
+    def reconcile(
+        self, checkpoints: Mapping[str, Sequence[str]], phase_names: Sequence[str]
+    ) -> list[str]:
+        """Make the ledger agree with the checkpoints, which win (see `ledger_reconcile`)."""
+        from insar_pipeline.ledger.reconcile import reconcile
+
+        return reconcile(self, checkpoints, phase_names)
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def pairs(self, listed_only: bool = True) -> list[PairRow]:
+        query = (
+            "SELECT p.pair_id, p.reference, p.secondary, p.position, p.status, p.phase,"
+            " p.attempts, p.error, p.error_tail, p.failed_phase, p.phases_done, p.phases_total,"
+            " COALESCE((SELECT SUM(wall_s) FROM phases f WHERE f.pair_id=p.pair_id"
+            "  AND f.ended IS NOT NULL), 0),"
+            " (SELECT MAX(started) FROM phases f WHERE f.pair_id=p.pair_id AND f.ended IS NULL),"
+            " p.bytes_before_clean, p.bytes_after_clean, p.geometry_from FROM pairs p"
+        )
+        if listed_only:
+            query += " WHERE p.listed=1"
+        rows = self.conn.execute(query + " ORDER BY p.position, p.pair_id").fetchall()
+        return [_pair_row(row) for row in rows]
+
+    def latest_run(self) -> dict[str, Any] | None:
+        cursor = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return dict(zip([column[0] for column in cursor.description], row, strict=True))
+
+    def phase_rows(self, pair_id: str) -> list[dict[str, Any]]:
+        cursor = self.conn.execute("SELECT * FROM phases WHERE pair_id=? ORDER BY id", (pair_id,))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def downloads(self) -> list[dict[str, Any]]:
+        cursor = self.conn.execute("SELECT * FROM downloads ORDER BY id")
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _phases_done(self, pair_id: str) -> tuple[str, ...]:
+        row = self.conn.execute(
+            "SELECT phases_done FROM pairs WHERE pair_id=?", (pair_id,)
+        ).fetchone()
+        return tuple(json.loads(row[0])) if row else ()
+
+    def transaction(self) -> Transaction:
+        return Transaction(self.conn)
+
+
+def _bool(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _pair_row(row: Sequence[Any]) -> PairRow:
+    values = list(row)
+    values[10] = tuple(json.loads(values[10]))  # phases_done is stored as JSON
+    return PairRow(*values)
