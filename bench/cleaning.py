@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from insar_pipeline.topsapp.clean import clean_pair  # noqa: E402
 from insar_pipeline.pair.runner import run_pair  # noqa: E402
+from insar_pipeline.topsapp.clean import clean_pair  # noqa: E402
 from pair_factory import make_pair_setup  # noqa: E402
 
 LAYOUTS = {

@@ -71,8 +71,8 @@ def run_batch(root: Path, executor: str, n_pairs: int, workers: int, sleep: dict
     from batch_factory import make_batch, prepare_inputs
     from insar_pipeline.inputs.config import Settings
     from insar_pipeline.ledger.store import Ledger
-    from insar_pipeline.run.progress import Progress
     from insar_pipeline.run.driver import run_pipeline
+    from insar_pipeline.run.progress import Progress
 
     logging.getLogger().setLevel(logging.WARNING)
     batch = make_batch(root, n_pairs)

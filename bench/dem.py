@@ -74,9 +74,8 @@ def child(url: str, data: Path, proj_folder: str | None, keep: Path, queue, box:
     """Run provision_dems and the baselines in a fresh process: its own peak RSS."""
     from osgeo import gdal, osr
 
-    from insar_pipeline.dem import provision as dem
-
     from insar_pipeline.dem import convert as dem_convert
+    from insar_pipeline.dem import provision as dem
     from insar_pipeline.inputs.config import Settings
     from test_dem_grid import make_pair
 

@@ -65,8 +65,8 @@ def run_stack(root: Path, args: argparse.Namespace, sleep: dict[str, float], reu
     from batch_factory import make_batch, prepare_inputs
     from insar_pipeline.inputs.config import Settings
     from insar_pipeline.ledger.store import Ledger
-    from insar_pipeline.run.progress import Progress
     from insar_pipeline.run.driver import run_pipeline
+    from insar_pipeline.run.progress import Progress
     from isce_double.double_faults import read_step_log
 
     logging.getLogger().setLevel(logging.WARNING)

@@ -22,8 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "code"), str(REPO / "tests")]
 
-from insar_pipeline.orbits.provision import Download, provision_orbits  # noqa: E402
+from insar_pipeline.download import Download  # noqa: E402
 from insar_pipeline.inputs.safe import Product  # noqa: E402
+from insar_pipeline.orbits.provision import provision_orbits  # noqa: E402
 from orbit_factories import poeorb_name, scene  # noqa: E402
 from orbit_server import OrbitServer, service_settings  # noqa: E402
 

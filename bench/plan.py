@@ -75,8 +75,8 @@ def build(root: Path, n_pairs: int, tracks: int, neighbours: int) -> tuple[Path,
 def in_process(data: Path, pairs_file: Path) -> None:
     from insar_pipeline.inputs.config import Settings
     from insar_pipeline.inputs.pairs import load_pairs
-    from insar_pipeline.run.plan import build_plan, render_plan
     from insar_pipeline.inputs.safe import read_product, scan_raw
+    from insar_pipeline.run.plan import build_plan, render_plan
 
     paths = list(scan_raw(data / "raw").values())
     for kind in (".SAFE", ".zip"):

@@ -88,9 +88,9 @@ def run_batch(root: Path, n_pairs: int, workers: int, sleep: dict[str, float]) -
     from batch_factory import make_batch, prepare_inputs
     from insar_pipeline.inputs.config import Settings
     from insar_pipeline.ledger.store import Ledger
-    from insar_pipeline.run.progress import Progress
     from insar_pipeline.report.html import write_report
     from insar_pipeline.run.driver import run_pipeline
+    from insar_pipeline.run.progress import Progress
 
     logging.getLogger().setLevel(logging.WARNING)
     batch = make_batch(root, n_pairs)
@@ -283,9 +283,9 @@ def plan_bench(root: Path, n_pairs: int) -> None:
 def coordinator_planning(data: Path, pairs_file: Path, env_file: Path) -> None:
     """The run's own planning stage for the same pairs (no provisioning, no topsApp)."""
     from insar_pipeline.inputs.config import Settings
-    from insar_pipeline.run.dispatch import dispatch_order, plan_pair
-    from insar_pipeline.ledger.store import Ledger
     from insar_pipeline.inputs.pairs import load_pairs
+    from insar_pipeline.ledger.store import Ledger
+    from insar_pipeline.run.dispatch import dispatch_order, plan_pair
     from insar_pipeline.topsapp.steps import phase_table, remaining_phases
 
     settings = Settings(data_dir=data, pairs_file=pairs_file, env_file=env_file)

@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from conftest import make_data_folder, make_safe_product, scene_name
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.geo import BBox
-from insar_pipeline.isce_image import IsceDemImage, write_sidecars
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
-from insar_pipeline.pair.runner import PairJob, prepare_pair
 from insar_pipeline.inputs.safe import Product, read_product
+from insar_pipeline.isce_image import IsceDemImage, write_sidecars
+from insar_pipeline.pair.job import PairJob
+from insar_pipeline.pair.prepare import prepare_pair
 from isce_double.double_faults import read_step_log
 
 DOUBLE = Path(__file__).resolve().parent / "isce_double" / "topsApp.py"

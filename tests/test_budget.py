@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from insar_pipeline.errors import InputError, Interrupted
 from insar_pipeline.run import budget
 from insar_pipeline.run.budget import Machine, MemoryBudget, phase_weights, plan_parallelism
-from insar_pipeline.errors import InputError, Interrupted
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from insar_pipeline.topsapp.clean import clean_command, clean_pair, kept
 from insar_pipeline.errors import InputError, PipelineError
 from insar_pipeline.pair.runner import run_pair
+from insar_pipeline.topsapp.clean import clean_command, clean_pair, kept
 from pair_factory import make_pair_setup
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from insar_pipeline.inputs.config import ENV_KEYS, FOREIGN_KEYS, Settings, load_settings
 from insar_pipeline.errors import InputError
 from insar_pipeline.geo import BBox
+from insar_pipeline.inputs.config import ENV_KEYS, FOREIGN_KEYS, Settings, load_settings
 
 SECRET = "s3cr3t-Key-0123456789"
 
@@ -96,6 +96,13 @@ BAD_VALUES = [
     ("DASK_MEMORY_GB", "0", "Input should be greater than 0"),
     ("DASK_JOBS", "0", "Input should be greater than or equal to 1"),
     ("GEOMETRY_REUSE", "perhaps", "must be true or false"),
+    ("ESD", "sometimes", "Input should be 'auto', 'true' or 'false'"),
+    ("ESD_COHERENCE_THRESHOLD", "1.5", "Input should be less than or equal to 1"),
+    ("DEM_SOURCE", "srtm", "Input should be 'auto', 'opentopography' or 'copernicus'"),
+    ("RELATIVE_ORBIT", "176", "Input should be less than or equal to 175"),
+    ("FRAME", "-1", "Input should be greater than or equal to 0"),
+    ("INPUT_LEVEL", "slc", "Input should be 'scene' or 'burst'"),
+    ("TIMESERIES", "maybe", "must be true or false"),
 ]  # fmt: skip
 
 
@@ -121,7 +128,10 @@ def test_every_env_key_has_a_bad_value_case_or_accepts_any_text() -> None:
     free_text = {
         "OPENTOPO_API_KEY", "CDSE_USERNAME", "CDSE_PASSWORD", "TOPSAPP", "DASK_SCHEDULER",
         "DASK_WALLTIME", "DASK_QUEUE", "DASK_ACCOUNT", "OPENTOPO_URL", "ASF_ORBIT_URL",
-        "AWS_ORBIT_URL", "CDSE_URL", "CDSE_TOKEN_URL", "CDSE_DOWNLOAD_URL",
+        "AWS_ORBIT_URL", "CDSE_URL", "CDSE_TOKEN_URL", "CDSE_DOWNLOAD_URL", "COPERNICUS_DEM_URL",
+        "CMR_HOST", "EDL_HOST", "EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD",
+        # validated where used (search, timeseries); give them BAD_VALUES cases once validated here
+        "AOI", "START", "END", "FLIGHT_DIRECTION", "PLATFORMS", "REFERENCE_LALO",
     }  # fmt: skip
     assert set(ENV_KEYS) - free_text == {key for key, _, _ in BAD_VALUES}
 
@@ -186,7 +196,7 @@ def test_env_example_documents_every_key_with_its_default() -> None:
 
 
 def test_retry_backoff_reaches_the_pair_job(tmp_path: Path) -> None:
-    from insar_pipeline.pair.runner import prepare_pair
+    from insar_pipeline.pair.prepare import prepare_pair
     from pair_factory import make_pair_setup
 
     env = write_env(tmp_path, "RETRY_BACKOFF_S = 0.25  # short, for a test batch\n")

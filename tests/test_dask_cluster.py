@@ -13,6 +13,7 @@ import pytest
 from distributed import Client
 
 from dask_workers import external_worker, scheduler_only
+from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.run.dask.cluster import (
     CODE_DIR,
@@ -24,7 +25,6 @@ from insar_pipeline.run.dask.cluster import (
     plan_cluster,
 )
 from insar_pipeline.run.dask.probe import probe_shared_data
-from insar_pipeline.errors import InputError
 
 
 def settings_for(tmp_path: Path, **fields) -> Settings:

@@ -22,10 +22,10 @@ import pytest
 from batch_factory import make_batch, prepare_inputs
 from dask_workers import external_worker, scheduler_only
 from insar_pipeline.inputs.config import Settings
+from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.pair.prepare import prepare_pair
 from insar_pipeline.run.dask.events import LOST_WORKER
 from insar_pipeline.run.dask.executor import DaskExecutor
-from insar_pipeline.ledger.store import Ledger
-from insar_pipeline.pair.runner import prepare_pair
 from insar_pipeline.run.driver import run_pipeline
 from insar_pipeline.topsapp.steps import checkpoint_paths
 from isce_double.double_faults import read_step_log

@@ -16,14 +16,14 @@ from dem_fixtures import (  # noqa: F401  (the `source` and `server` fixtures)
     server_fixture,
     source_fixture,
 )
-from insar_pipeline.dem import provision as dem
 from insar_pipeline.dem import convert as dem_convert
 from insar_pipeline.dem import fetch as dem_fetch
 from insar_pipeline.dem import grid as dem_grid
-from insar_pipeline.inputs.config import Settings
+from insar_pipeline.dem import provision as dem
 from insar_pipeline.dem.grid import grid_around
 from insar_pipeline.errors import CredentialError, InputError, ProvisioningError
 from insar_pipeline.geo import BBox
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.isce_image import read_xml
 from opentopo_server import NODATA, Canned, OpenTopoEmulator
 from test_dem_grid import make_pair

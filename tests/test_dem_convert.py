@@ -22,12 +22,12 @@ import pytest
 from osgeo import gdal, osr
 
 from dem_fixtures import KEY
-from insar_pipeline.dem import provision as dem
 from insar_pipeline.dem import convert as dem_convert
 from insar_pipeline.dem import fetch as dem_fetch
-from insar_pipeline.inputs.config import Settings
+from insar_pipeline.dem import provision as dem
 from insar_pipeline.dem.grid import DemGrid
 from insar_pipeline.errors import ProvisioningError
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.isce_image import read_xml
 from opentopo_server import OpenTopoEmulator
 from test_dem_grid import make_pair

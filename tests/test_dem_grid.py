@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from insar_pipeline.inputs.config import Settings
-from insar_pipeline.dem.provision import dem_boxes, plan_dems
 from insar_pipeline.dem.grid import (
     AREA_SAFETY,
     DEM_SPECS,
@@ -21,8 +19,10 @@ from insar_pipeline.dem.grid import (
     region_groups,
     split_tiles,
 )
+from insar_pipeline.dem.provision import dem_boxes, plan_dems
 from insar_pipeline.errors import InputError
 from insar_pipeline.geo import BBox
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product
 

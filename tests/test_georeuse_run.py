@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from batch_factory import FIRST_DATE, REPEAT, Batch, env_text, make_batch, prepare_inputs
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.georeuse.key import predicted_key
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.store import Ledger
-from insar_pipeline.pair.runner import prepare_pair
-from insar_pipeline.run.driver import run_pipeline
+from insar_pipeline.pair.prepare import prepare_pair
 from insar_pipeline.report.status import collect_status
+from insar_pipeline.run.driver import run_pipeline
 from isce_double.double_faults import read_step_log
 
 REPO = Path(__file__).resolve().parents[1]

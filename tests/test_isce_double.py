@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from insar_pipeline.pair.runner import prepare_pair
+from insar_pipeline.pair.prepare import prepare_pair
 from insar_pipeline.topsapp.steps import STEPS
 from isce_double.double_config import isce_value
 from isce_double.double_faults import Faults

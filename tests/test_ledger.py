@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from batch_factory import pair_result
-from insar_pipeline.ledger import schema as ledger_schema
 from insar_pipeline.errors import InputError
-from insar_pipeline.ledger.store import SCHEMA_VERSION, Ledger
-from insar_pipeline.pair.runner import PhaseEvent
+from insar_pipeline.ledger import schema as ledger_schema
+from insar_pipeline.ledger.schema import SCHEMA_VERSION
+from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.pair.job import PhaseEvent
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("preprocess", "geometry", "coregistration", "interferogram", "unwrap", "geocode")

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from conftest import make_data_folder, make_safe_product
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.errors import InputError
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.network import pairs_command, same_frame, small_baseline_network
-from insar_pipeline.inputs.pairs import load_pairs, parse_pairs_text
+from insar_pipeline.inputs.pairs import load_pairs
+from insar_pipeline.inputs.pairs_text import parse_pairs_text
 from insar_pipeline.inputs.safe import Product
 
 FRAME = ((52.6, -130.1), (53.0, -126.3), (51.4, -125.9), (51.0, -129.6))

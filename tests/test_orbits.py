@@ -15,16 +15,12 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from insar_pipeline.inputs.config import Settings
+from insar_pipeline.download import Download
 from insar_pipeline.errors import ProvisioningError
-from insar_pipeline.orbits.sources import parse_s3_listing
-from insar_pipeline.orbits.provision import (
-    Download,
-    OrbitProvision,
-    describe_orbit_plan,
-    provision_orbits,
-)
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.safe import Product
+from insar_pipeline.orbits.provision import OrbitProvision, describe_orbit_plan, provision_orbits
+from insar_pipeline.orbits.sources import parse_s3_listing
 from orbit_factories import REALDATA, make_eof, poeorb_name, resorb_name, scene
 from orbit_server import (
     TRUNCATED,

@@ -10,16 +10,10 @@ import pytest
 
 import insar_pipeline.inputs.pairs as pairs_module
 from conftest import REPO, SLC_REFERENCE, SLC_SECONDARY, make_data_folder, make_safe_product
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.errors import InputError
-from insar_pipeline.inputs.pairs import (
-    PairLine,
-    build_pairs,
-    load_pairs,
-    pair_problems,
-    parse_pairs_text,
-    split_pairs_text,
-)
+from insar_pipeline.inputs.config import Settings
+from insar_pipeline.inputs.pairs import build_pairs, load_pairs, pair_problems
+from insar_pipeline.inputs.pairs_text import PairLine, parse_pairs_text, split_pairs_text
 from insar_pipeline.inputs.safe import Product
 
 GOOD_LINES = [

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from batch_factory import FakeRunner, fake_prepare, make_batch, write_checkpoints
-from insar_pipeline.inputs.config import Settings
-from insar_pipeline.run.dispatch import DispatchQueue, PairPlan, dispatch_order, plan_pair
 from insar_pipeline.errors import InputError
-from insar_pipeline.run.local import LocalExecutor
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.store import Ledger
-from insar_pipeline.run.driver import Provision, run_pipeline
+from insar_pipeline.run.coordinator import Provision
+from insar_pipeline.run.dispatch import DispatchQueue, PairPlan, dispatch_order, plan_pair
+from insar_pipeline.run.driver import run_pipeline
+from insar_pipeline.run.local import LocalExecutor
 from insar_pipeline.topsapp.steps import phase_table
 
 
@@ -317,9 +318,9 @@ def test_twelve_pairs_against_the_double_with_faults(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from batch_factory import prepare_inputs
-    from insar_pipeline.run.budget import phase_weights
-    from insar_pipeline.pair.runner import prepare_pair
+    from insar_pipeline.pair.prepare import prepare_pair
     from insar_pipeline.report.status import collect_status
+    from insar_pipeline.run.budget import phase_weights
     from isce_double.double_faults import read_step_log
 
     batch = make_batch(tmp_path, 12)

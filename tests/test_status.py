@@ -10,9 +10,9 @@ import pytest
 
 from batch_factory import pair_result
 from insar_pipeline.inputs.config import Settings
-from insar_pipeline.ledger.store import Ledger
 from insar_pipeline.ledger.lock import RunLock
-from insar_pipeline.pair.runner import PhaseEvent
+from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.pair.job import PhaseEvent
 from insar_pipeline.report.status import collect_status, render_status, status_command
 
 PAIRS = [

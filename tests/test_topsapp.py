@@ -22,7 +22,6 @@ from insar_pipeline.topsapp.steps import (
     phase_table,
     remaining_phases,
     validate_phase_table,
-    write_topsapp_xml,
 )
 from insar_pipeline.topsapp.xml import (
     GEOCODE_LIST,
@@ -33,6 +32,7 @@ from insar_pipeline.topsapp.xml import (
     run_facts,
     setting_changes,
     topsapp_xml,
+    write_topsapp_xml,
 )
 from isce_double.double_config import load as double_load
 from pair_factory import make_pair_setup

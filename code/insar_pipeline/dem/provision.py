@@ -22,7 +22,6 @@ from pathlib import Path
 import requests
 
 from insar_pipeline.dem import convert as dem_convert
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.dem.cache import SUFFIX, best_cached, existing_dems, free_path
 from insar_pipeline.dem.fetch import KEY_HINT, check_geotiff, fetch_tile, tile_url
 from insar_pipeline.dem.grid import (
@@ -37,8 +36,9 @@ from insar_pipeline.dem.grid import (
 from insar_pipeline.download import Download
 from insar_pipeline.errors import CredentialError, InputError, PipelineError, ProvisioningError
 from insar_pipeline.geo import BBox
-from insar_pipeline.isce_image import read_xml
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
+from insar_pipeline.isce_image import read_xml
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from insar_pipeline.topsapp.clean import clean_pair
-from insar_pipeline.run.dispatch import format_duration
 from insar_pipeline.errors import PipelineError
 from insar_pipeline.georeuse.key import BEFORE_TOPO, TOPO, missing_geometry, predicted_key
 from insar_pipeline.georeuse.link import GEOMETRY_DIR, HELD_MARKER, reused_from
 from insar_pipeline.georeuse.plan import GeometryReuse, PairGeometry, topo_phase
+from insar_pipeline.run.dispatch import format_duration
+from insar_pipeline.topsapp.clean import clean_pair
 from insar_pipeline.topsapp.steps import finished_steps
 from insar_pipeline.topsapp.xml import XML_NAME
 

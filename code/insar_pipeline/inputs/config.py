@@ -158,9 +158,21 @@ class Settings(BaseModel):
         return value
 
     @field_validator(
-        "opentopo_api_key", "cdse_username", "cdse_password", "dask_scheduler", "dask_queue",
-        "dask_account", "aoi", "start", "end", "flight_direction", "earthdata_token",
-        "earthdata_username", "earthdata_password", "reference_lalo", mode="before",
+        "opentopo_api_key",
+        "cdse_username",
+        "cdse_password",
+        "dask_scheduler",
+        "dask_queue",
+        "dask_account",
+        "aoi",
+        "start",
+        "end",
+        "flight_direction",
+        "earthdata_token",
+        "earthdata_username",
+        "earthdata_password",
+        "reference_lalo",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:

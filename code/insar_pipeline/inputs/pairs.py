@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from insar_pipeline.errors import InputError
-from insar_pipeline.inputs.pairs_text import PairLine, Problem, parse_pairs_text, split_pairs_text
+from insar_pipeline.inputs.pairs_text import Problem, split_pairs_text
 from insar_pipeline.inputs.safe import Product, read_product, scan_raw
 
 if TYPE_CHECKING:
     from insar_pipeline.inputs.config import Settings
 
-__all__ = [
-    "Pair", "PairLine", "Problem", "build_pairs", "load_pairs", "pair_id", "pair_problems",
-    "parse_pairs_text", "select_pairs", "split_pairs_text",
-]  # fmt: skip
 
 log = logging.getLogger(__name__)
 

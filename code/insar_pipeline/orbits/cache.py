@@ -9,8 +9,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from insar_pipeline.orbits.files import EofError, OrbitFile, parse_orbit_name, read_eof_header, select_orbit
 from insar_pipeline.inputs.safe import Product
+from insar_pipeline.orbits.files import (
+    EofError,
+    OrbitFile,
+    parse_orbit_name,
+    read_eof_header,
+    select_orbit,
+)
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.errors import CredentialError, ProvisioningError
-from insar_pipeline.orbits.files import KINDS, START_MARGIN, STOP_MARGIN, OrbitFile, parse_orbit_name, select_orbit
+from insar_pipeline.inputs.config import Settings
+from insar_pipeline.inputs.safe import Product
+from insar_pipeline.orbits.files import (
+    KINDS,
+    START_MARGIN,
+    STOP_MARGIN,
+    OrbitFile,
+    parse_orbit_name,
+    select_orbit,
+)
 from insar_pipeline.orbits.http import HttpClient, Retryable, stream_to, with_retries
 from insar_pipeline.orbits.sources import RemoteOrbit
-from insar_pipeline.inputs.safe import Product
 
 log = logging.getLogger(__name__)
 

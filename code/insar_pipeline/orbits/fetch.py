@@ -17,13 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.errors import CredentialError, ProvisioningError
+from insar_pipeline.inputs.config import Settings
+from insar_pipeline.inputs.safe import Product
 from insar_pipeline.orbits.cache import OrbitCache
 from insar_pipeline.orbits.files import OrbitFile, qualifies, read_eof, select_orbit
 from insar_pipeline.orbits.http import HttpClient, Retryable, with_retries
 from insar_pipeline.orbits.sources import OrbitSource, RemoteOrbit
-from insar_pipeline.inputs.safe import Product
 
 log = logging.getLogger(__name__)
 

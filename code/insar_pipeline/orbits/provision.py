@@ -18,18 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.download import Download
 from insar_pipeline.errors import ProvisioningError
+from insar_pipeline.inputs.config import Settings
+from insar_pipeline.inputs.safe import Product
 from insar_pipeline.orbits.cache import OrbitCache
 from insar_pipeline.orbits.fetch import PART_SUFFIX, Fetcher
-from insar_pipeline.orbits.files import OrbitFile, precise_expected, select_orbit
-from insar_pipeline.inputs.safe import Product
-
-__all__ = [
-    "Download", "OrbitFile", "OrbitProvision", "describe_orbit_plan", "provision_orbits",
-    "select_orbit",
-]  # fmt: skip
+from insar_pipeline.orbits.files import OrbitFile, precise_expected
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,17 @@ from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.errors import ProvisioningError
-from insar_pipeline.orbits.files import KINDS, OrbitFile, parse_orbit_name, precise_expected, select_orbit
-from insar_pipeline.orbits.http import HttpClient, Retryable, stream_to, with_retries
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.safe import Product
+from insar_pipeline.orbits.files import (
+    KINDS,
+    OrbitFile,
+    parse_orbit_name,
+    precise_expected,
+    select_orbit,
+)
+from insar_pipeline.orbits.http import HttpClient, Retryable, stream_to, with_retries
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,20 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from insar_pipeline.topsapp.child import run_child
-from insar_pipeline.topsapp.clean import clean_pair
 from insar_pipeline.errors import InputError, Interrupted
 from insar_pipeline.georeuse.key import TOPO
 from insar_pipeline.georeuse.link import clean_holding, reused_from, take_geometry
-from insar_pipeline.pair.job import LOGS_DIR, PairJob, PairResult, PhaseEvent, PhaseGate, next_log_number
-from insar_pipeline.pair.prepare import prepare_pair
+from insar_pipeline.pair.job import (
+    LOGS_DIR,
+    PairJob,
+    PairResult,
+    PhaseEvent,
+    PhaseGate,
+    next_log_number,
+)
 from insar_pipeline.topsapp.checks import Verdict, classify, missing_outputs, read_log, tail
+from insar_pipeline.topsapp.child import run_child
+from insar_pipeline.topsapp.clean import clean_pair
 from insar_pipeline.topsapp.steps import (
     Phase,
     checkpoint_paths,
@@ -37,8 +43,6 @@ from insar_pipeline.topsapp.steps import (
     validate_phase_table,
 )
 from insar_pipeline.topsapp.xml import XML_NAME, RunFacts, read_properties, run_facts
-
-__all__ = ["PairJob", "PairResult", "PhaseEvent", "PhaseGate", "prepare_pair", "run_pair"]
 
 log = logging.getLogger(__name__)
 

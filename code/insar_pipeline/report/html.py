@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from insar_pipeline.inputs.config import Settings
-from insar_pipeline.run.dispatch import format_duration
-from insar_pipeline.ledger.store import Ledger, PairRow
 from insar_pipeline.ledger.lock import lock_holder
+from insar_pipeline.ledger.store import Ledger, PairRow
 from insar_pipeline.logs import mask_secrets
 from insar_pipeline.report.quicklook import Quicklook, render_quicklooks
+from insar_pipeline.run.dispatch import format_duration
 
 log = logging.getLogger(__name__)
 

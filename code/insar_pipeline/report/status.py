@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from insar_pipeline.inputs.config import Settings
-from insar_pipeline.run.dispatch import format_duration, text_table
-from insar_pipeline.ledger.store import Ledger, PairRow, ledger_path
 from insar_pipeline.ledger.lock import lock_holder
+from insar_pipeline.ledger.store import Ledger, PairRow, ledger_path
+from insar_pipeline.run.dispatch import format_duration, text_table
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from insar_pipeline.run.budget import Machine, MemoryBudget, Parallelism, phase_weights, plan_parallelism
-from insar_pipeline.topsapp.clean import clean_pair
+from insar_pipeline.errors import Interrupted, PipelineError
+from insar_pipeline.georeuse.link import clean_holding
+from insar_pipeline.georeuse.plan import topo_phase
+from insar_pipeline.georeuse.run import GeometrySharing
 from insar_pipeline.inputs.config import Settings
+from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.run.budget import (
+    Machine,
+    MemoryBudget,
+    Parallelism,
+    phase_weights,
+    plan_parallelism,
+)
 from insar_pipeline.run.dispatch import (
     DispatchQueue,
     PairPlan,
@@ -27,13 +37,9 @@ from insar_pipeline.run.dispatch import (
     plan_pair,
     text_table,
 )
-from insar_pipeline.errors import Interrupted, PipelineError
-from insar_pipeline.georeuse.link import clean_holding
-from insar_pipeline.georeuse.plan import topo_phase
-from insar_pipeline.georeuse.run import GeometrySharing
-from insar_pipeline.ledger.store import Ledger
 from insar_pipeline.run.progress import Progress
 from insar_pipeline.run.signals import StopRequest
+from insar_pipeline.topsapp.clean import clean_pair
 from insar_pipeline.topsapp.steps import remaining_phases
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from insar_pipeline.errors import InputError
+from insar_pipeline.inputs.config import Settings
+from insar_pipeline.ledger.lock import RunLock
+from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.logs import attach_pipeline_log
 from insar_pipeline.run.budget import (
     Machine,
     MemoryBudget,
@@ -19,25 +24,11 @@ from insar_pipeline.run.budget import (
     detect_memory_gb,
     plan_parallelism,
 )
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.run.coordinator import Coordinator, Provision, RunSummary
 from insar_pipeline.run.dask.cluster import validate_settings
-from insar_pipeline.errors import InputError
 from insar_pipeline.run.local import Executor, LocalExecutor
-from insar_pipeline.ledger.store import Ledger
-from insar_pipeline.ledger.lock import RunLock
-from insar_pipeline.logs import attach_pipeline_log
 from insar_pipeline.run.progress import Progress
 from insar_pipeline.run.signals import StopRequest
-
-__all__ = [
-    "Provision",
-    "RunSummary",
-    "create_executor",
-    "provision_inputs",
-    "run_command",
-    "run_pipeline",
-]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +118,6 @@ def create_executor(settings: Settings, parallelism: Parallelism, gate: MemoryBu
 def _default_prepare(
     settings: Settings, pair: Any, orbit_files: Mapping[str, Path], dem: Path, omp_threads: int
 ) -> Any:
-    from insar_pipeline.pair.runner import prepare_pair
+    from insar_pipeline.pair.prepare import prepare_pair
 
     return prepare_pair(settings, pair, orbit_files, dem, omp_threads)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Union
 from insar_pipeline.errors import Interrupted
 
 if TYPE_CHECKING:
-    from insar_pipeline.pair.runner import PairJob, PairResult, PhaseEvent, PhaseGate
+    from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent, PhaseGate
 
     Message = Union[PhaseEvent, PairResult]  # noqa: UP007 (a runtime alias under py3.10)
     RunPair = Callable[..., PairResult]
@@ -144,7 +144,7 @@ class LocalExecutor(Executor):
 
 
 def _failed_result(pair_id: str, status: str, error: str) -> PairResult:
-    from insar_pipeline.pair.runner import PairResult
+    from insar_pipeline.pair.job import PairResult
 
     return PairResult(
         pair_id=pair_id,

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 from insar_pipeline import logs
 from insar_pipeline.dem.provision import DemPlan, missing_prerequisites, plan_dems
 from insar_pipeline.errors import InputError
-from insar_pipeline.orbits.provision import describe_orbit_plan
 from insar_pipeline.inputs.pairs import Pair, load_pairs
 from insar_pipeline.inputs.safe import Product, is_product_path
+from insar_pipeline.orbits.provision import describe_orbit_plan
 from insar_pipeline.topsapp.steps import Phase, phase_table, remaining_phases
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from insar_pipeline.inputs.config import CLEAN_LEVELS, Settings
 from insar_pipeline.errors import InputError, PipelineError
+from insar_pipeline.inputs.config import CLEAN_LEVELS, Settings
 from insar_pipeline.topsapp.steps import FINAL_STEP, checkpoint_paths
 
 log = logging.getLogger(__name__)

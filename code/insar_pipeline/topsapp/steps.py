@@ -15,21 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from insar_pipeline.errors import InputError
-from insar_pipeline.topsapp.xml import write_topsapp_xml
-
-__all__ = [
-    "FINAL_STEP",
-    "STEPS",
-    "Phase",
-    "checkpoint_paths",
-    "discard_checkpoints",
-    "finished_steps",
-    "phase_table",
-    "previous_step",
-    "remaining_phases",
-    "validate_phase_table",
-    "write_topsapp_xml",
-]
 
 # applications/topsApp.py TopsInSAR._steps(), in order. Switched-off steps are no-ops that still
 # write their checkpoint, so the chain of PICKLE files stays contiguous.

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from lxml import etree
 
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.errors import InputError
-from insar_pipeline.isce_image import atomic_write
+from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product
+from insar_pipeline.isce_image import atomic_write
 
 XML_NAME = "topsApp.xml"
 ORBIT_DIR = "orbits"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from insar_pipeline.inputs.config import Settings
 from insar_pipeline.errors import InputError
+from insar_pipeline.inputs.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from contextlib import ExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
-from insar_pipeline.run.budget import Parallelism, phase_weights
 from insar_pipeline.inputs.config import Settings
+from insar_pipeline.run.budget import Parallelism, phase_weights
 from insar_pipeline.run.dask.cluster import (
     JOBQUEUE_KINDS,
     MEMORY_RESOURCE,
@@ -41,8 +41,8 @@ from insar_pipeline.run.local import Executor
 from insar_pipeline.topsapp.steps import phase_table, remaining_phases
 
 if TYPE_CHECKING:
+    from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent
     from insar_pipeline.run.local import Message
-    from insar_pipeline.pair.runner import PairJob, PairResult, PhaseEvent
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from insar_pipeline.run.dask.cluster import CODE_DIR
 from insar_pipeline.errors import InputError
+from insar_pipeline.run.dask.cluster import CODE_DIR
 
 
 def probe_shared_data(client: Any, runs_dir: Path) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from insar_pipeline.pair.runner import PairJob, PairResult, PhaseEvent
+    from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def not_run_result(
     pair_id: str, status: str, error: str, phases_done: tuple[str, ...] = ()
 ) -> PairResult:
     """A PairResult for a pair whose runner did not run (or did not return)."""
-    from insar_pipeline.pair.runner import PairResult
+    from insar_pipeline.pair.job import PairResult
 
     return PairResult(
         pair_id=pair_id, status=status, phases_done=phases_done, attempts={}, error=error,
