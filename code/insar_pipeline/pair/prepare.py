@@ -14,6 +14,7 @@ from pathlib import Path
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
+from insar_pipeline.pair.decisions import pair_settings
 from insar_pipeline.pair.job import LOGS_DIR, PairJob
 from insar_pipeline.topsapp.steps import finished_steps, phase_table
 from insar_pipeline.topsapp.xml import (
@@ -38,6 +39,7 @@ def prepare_pair(
     missing or when settings changed in a way that spoils finished steps.
     """
     run_dir = settings.run_dir(pair.id).resolve()
+    settings = pair_settings(settings, run_dir)
     _check_inputs(pair, orbit_files, dem)
     (run_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
     finished = finished_steps(run_dir)

@@ -1,0 +1,67 @@
+"""Decisions a pair made for itself while it ran, kept in its folder.
+
+A pair may change how it is processed on its own: with `ESD=auto`, a pair whose burst overlaps
+are too incoherent for enhanced spectral diversity is coregistered without it. Such a decision is
+the pair's, not the user's: `pair_settings` applies it on every later run, so the topsApp.xml the
+pair gets (and the settings-change guard compares) is the one its finished steps used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from insar_pipeline.errors import InputError
+from insar_pipeline.inputs.config import Settings
+
+DECISIONS_NAME = "pair_decisions.json"
+
+
+@dataclass(frozen=True)
+class PairDecisions:
+    """What a pair decided for itself; the defaults mean "as the settings say"."""
+
+    esd_disabled: bool = False
+    reason: str = ""
+
+
+def read_decisions(run_dir: Path) -> PairDecisions:
+    """The pair's recorded decisions, or the defaults when it made none."""
+    path = run_dir / DECISIONS_NAME
+    if not path.is_file():
+        return PairDecisions()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return PairDecisions(
+            esd_disabled=bool(data.get("esd_disabled", False)), reason=str(data.get("reason", ""))
+        )
+    except (OSError, ValueError, AttributeError) as err:
+        raise InputError(
+            f"{path}: cannot read it ({err}); delete it to let the pair decide again"
+        ) from err
+
+
+def record_decisions(run_dir: Path, decisions: PairDecisions) -> None:
+    """Write the pair's decisions atomically (temp file in the folder, fsync, rename)."""
+    path = run_dir / DECISIONS_NAME
+    fd, temp = tempfile.mkstemp(dir=run_dir, prefix=f".{DECISIONS_NAME}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(asdict(decisions), handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(temp).replace(path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def pair_settings(settings: Settings, run_dir: Path) -> Settings:
+    """The settings this pair runs with: the run's, with the pair's own decisions applied."""
+    decisions = read_decisions(run_dir)
+    if decisions.esd_disabled and settings.esd != "false":
+        return settings.with_changes(esd="false")
+    return settings
