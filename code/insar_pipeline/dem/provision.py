@@ -11,16 +11,15 @@ complete, so a crash costs no second download.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from insar_pipeline._io import folder_lock, remove_partials
 from insar_pipeline.dem import convert as dem_convert
 from insar_pipeline.dem.cache import SUFFIX, best_cached, existing_dems, free_path
 from insar_pipeline.dem.fetch import KEY_HINT, check_geotiff, fetch_tile, tile_url
@@ -120,7 +119,12 @@ def provision_dems(
     """
     settings.dem_dir.mkdir(parents=True, exist_ok=True)
     # GDAL caches up to 5% of RAM by default; tile checks and conversion stream, so bound it.
-    with _provision_lock(settings.dem_dir), dem_convert.gdal_cache(dem_convert.GDAL_CACHE_BYTES):
+    waiting = f"another process is provisioning DEMs in {settings.dem_dir}; waiting for it"
+    with (
+        folder_lock(settings.dem_dir / LOCK_NAME, waiting),
+        dem_convert.gdal_cache(dem_convert.GDAL_CACHE_BYTES),
+    ):
+        remove_partials(settings.dem_dir)  # under the lock: leftovers of a killed run
         plans = plan_dems(settings, pairs)
         to_build = [plan for plan in plans if not plan.cached]
         geoid_grid = _check_prerequisites(settings, to_build)
@@ -275,18 +279,3 @@ def geocode_dem(settings: Settings, dem: Path) -> Path:
         image = read_xml(dem.with_name(dem.name + ".xml")).dem_image()
         dem_convert.write_coarse_dem(dem, image, _geocode_factor(settings), coarse)
     return coarse
-
-
-@contextlib.contextmanager
-def _provision_lock(dem_dir: Path) -> Iterator[None]:
-    """One provisioning at a time per DEM folder (two runs, or workers): downloads happen once."""
-    fd = os.open(dem_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another process is provisioning DEMs in %s; waiting for it", dem_dir)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing drops the flock

@@ -12,12 +12,12 @@ import html
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from insar_pipeline._io import write_text
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow
@@ -78,7 +78,8 @@ def write_report(settings: Settings) -> Path:
         active=lock_holder(runs_dir) not in (None, os.getpid()),
     )
     path = runs_dir / REPORT_NAME
-    _write_atomic(path, page)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, page)
     log.info("report written: %s", path)
     return path
 
@@ -243,16 +244,3 @@ def _size(count: int | None) -> str:
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(temp).chmod(0o644)  # mkstemp makes 0600
-        Path(temp).replace(path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
