@@ -17,8 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
+from insar_pipeline._http import HttpClient
 from insar_pipeline._io import folder_lock, remove_partials
 from insar_pipeline.dem import convert as dem_convert
 from insar_pipeline.dem.cache import SUFFIX, best_cached, existing_dems, free_path
@@ -204,7 +203,8 @@ def _download_tiles(
     on_download: Callable[[Download], None] | None,
 ) -> list[Path]:
     paths = []
-    with requests.Session() as session:
+    http = HttpClient(slow=True)  # the service builds a tile before its first byte
+    try:
         for number, tile in enumerate(plan.tiles, start=1):
             path = tiles_dir / f"tile_{number:03d}.tif"
             url = tile_url(settings.opentopo_url, settings.dem_type, tile, key)
@@ -217,12 +217,14 @@ def _download_tiles(
                     continue
                 except ProvisioningError:
                     log.warning("tile %s was damaged; downloading it again", path)
-            fetched = fetch_tile(url, path, session, covers=needed)
+            fetched = fetch_tile(url, path, http, covers=needed)
             log.info("tile %d/%d: %.1f MB", number, len(plan.tiles), fetched.bytes / 1e6)
             if on_download is not None:
                 name = f"{plan.path.name} tile {number}/{len(plan.tiles)}"
                 on_download(Download(name, fetched.source, fetched.bytes, plan.path, kind="dem"))
             paths.append(path)
+    finally:
+        http.close()
     return paths
 
 
