@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from insar_pipeline.georeuse.key import TOPO, GeometryKey
+from insar_pipeline.pair.job import PairStatus
 from insar_pipeline.topsapp.steps import Phase
 
 log = logging.getLogger(__name__)
@@ -155,14 +156,14 @@ class GeometryReuse:
         if group is None:
             return []
         pair_id = result.pair_id
-        if result.status == "waiting":
+        if result.status == PairStatus.WAITING:
             group.parked.add(pair_id)
             return []
         if group.donor == pair_id:  # failed or stopped before its geometry existed
             group.donor = None
-        if result.status in ("done", "failed"):
+        if result.status in (PairStatus.DONE, PairStatus.FAILED):
             group.needers.discard(pair_id)  # it needs nothing more in this run
-        if result.status == "done" and pair_id in self.held:
+        if result.status == PairStatus.DONE and pair_id in self.held:
             group.kept.add(pair_id)
         return self._release(group)
 

@@ -22,6 +22,7 @@ from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow
 from insar_pipeline.logs import mask_secrets
+from insar_pipeline.pair.job import PairStatus
 from insar_pipeline.report.quicklook import Quicklook, render_quicklooks
 from insar_pipeline.run.dispatch import format_duration
 
@@ -59,14 +60,14 @@ def write_report(settings: Settings) -> Path:
             phase_logs = {
                 row.pair_id: ledger.phase_rows(row.pair_id)
                 for row in rows
-                if row.status == "failed"
+                if row.status == PairStatus.FAILED
             }
         finally:
             ledger.close()
     looks = {
         row.pair_id: render_quicklooks(settings.run_dir(row.pair_id), row.pair_id)
         for row in rows
-        if row.status == "done" and settings.run_dir(row.pair_id).is_dir()
+        if row.status == PairStatus.DONE and settings.run_dir(row.pair_id).is_dir()
     }
     page = render_html(
         run,
@@ -114,7 +115,7 @@ def render_html(
 def _summary(run: dict[str, Any] | None, rows: Sequence[PairRow]) -> str:
     counts = {
         state: sum(row.status == state for row in rows)
-        for state in ("done", "failed", "running", "pending")
+        for state in (PairStatus.DONE, PairStatus.FAILED, PairStatus.RUNNING, PairStatus.PENDING)
     }
     totals = ", ".join(f"<span class='{k}'>{v} {k}</span>" for k, v in counts.items())
     if run is None:
@@ -168,7 +169,7 @@ def _pairs_table(rows: Sequence[PairRow]) -> str:
 
 
 def _failures(rows: Sequence[PairRow], phase_logs: dict[str, list[dict]], runs_dir: Path) -> str:
-    failed = [row for row in rows if row.status == "failed"]
+    failed = [row for row in rows if row.status == PairStatus.FAILED]
     if not failed:
         return "<h2>Failures</h2><p>None.</p>"
     lines = [

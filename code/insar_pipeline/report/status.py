@@ -43,12 +43,13 @@ from typing import Any
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow, ledger_path
+from insar_pipeline.pair.job import PairStatus
 from insar_pipeline.run.dispatch import format_duration, text_table
 
 log = logging.getLogger(__name__)
 
 JSON_SCHEMA = 1
-STATES = ("done", "failed", "running", "pending")
+STATES = (PairStatus.DONE, PairStatus.FAILED, PairStatus.RUNNING, PairStatus.PENDING)
 
 
 def collect_status(runs_dir: Path, now: float | None = None) -> dict[str, Any]:
@@ -113,12 +114,12 @@ def _pair_entry(row: PairRow, active: bool, now: float) -> dict[str, Any]:
     return {
         "pair": row.pair_id,
         "state": state,
-        "phase": row.phase if state in ("running", "failed") else None,
+        "phase": row.phase if state in (PairStatus.RUNNING, PairStatus.FAILED) else None,
         "attempts": row.attempts or 0,
         "wall_s": round(wall, 1),
         "phases_done": list(row.phases_done),
         "phases_total": row.phases_total,
-        "error": row.error if state == "failed" else None,
+        "error": row.error if state == PairStatus.FAILED else None,
         "cleaned_bytes": cleaned,
         "geometry_from": row.geometry_from,
     }
@@ -166,7 +167,7 @@ def render_status(document: dict[str, Any]) -> str:
 
 def _progress(entry: dict[str, Any]) -> str:
     reused = f"geometry from {entry['geometry_from']}" if entry["geometry_from"] else ""
-    if entry["state"] in ("done", "failed") or not entry["phases_total"]:
+    if entry["state"] in (PairStatus.DONE, PairStatus.FAILED) or not entry["phases_total"]:
         return reused
     done = f"({len(entry['phases_done'])}/{entry['phases_total']} phases done)"
     return f"{done}, {reused}" if reused else done

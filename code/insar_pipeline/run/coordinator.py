@@ -20,6 +20,7 @@ from insar_pipeline.georeuse.link import clean_holding
 from insar_pipeline.georeuse.plan import topo_phase
 from insar_pipeline.georeuse.run import GeometrySharing
 from insar_pipeline.inputs.config import Settings
+from insar_pipeline.ledger.reconcile import reconcile
 from insar_pipeline.ledger.store import Ledger
 from insar_pipeline.run.budget import (
     Machine,
@@ -165,7 +166,8 @@ class Coordinator:
             unlist_others=not self.settings.only,
         )
         recorded = {row.pair_id: row.status for row in self.ledger.pairs(listed_only=False)}
-        self.ledger.reconcile(
+        reconcile(
+            self.ledger,
             {plan.pair_id: plan.phases_done for plan in plans},
             [phase.name for phase in self.phases],
         )

@@ -16,6 +16,8 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from insar_pipeline.pair.job import PairStatus
+
 log = logging.getLogger(__name__)
 
 PLAIN_TOTALS_EVERY_S = 60.0
@@ -91,11 +93,11 @@ class Progress:
 
     def pair_result(self, result: Any) -> None:
         self.running.pop(result.pair_id, None)
-        if result.status == "done":
+        if result.status == PairStatus.DONE:
             self.done += 1
-        elif result.status == "failed":
+        elif result.status == PairStatus.FAILED:
             self.failed += 1
-        if self._pairs_bar is not None and result.status in ("done", "failed"):
+        if self._pairs_bar is not None and result.status in (PairStatus.DONE, PairStatus.FAILED):
             self._pairs_bar.update(1)
         self._refresh()
 
@@ -147,7 +149,7 @@ class Progress:
                 handler, logging.StreamHandler
             ):
                 previous = handler.stream
-                handler.setStream(_TqdmWriter(previous))  # type: ignore[arg-type]
+                handler.setStream(_TqdmWriter(previous))
                 self._redirected.append((handler, previous))
 
 

@@ -210,8 +210,9 @@ class RunFacts:
 def run_facts(properties: Mapping[str, str]) -> RunFacts:
     """Read the facts from flattened properties with ISCE's defaults and boolean rules."""
     swaths = _isce_value(properties.get("swaths", "")) or [1, 2, 3]
+    listed = swaths if isinstance(swaths, list | tuple) else [swaths]
     return RunFacts(
-        swaths=tuple(int(swath) for swath in swaths),
+        swaths=tuple(int(str(swath)) for swath in listed),
         reference_dir=properties.get("reference.outputdirectory", "reference"),
         secondary_dir=properties.get("secondary.outputdirectory", "secondary"),
         do_unwrap=bool(_isce_value(properties.get("dounwrap", "False"))),
