@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from insar_pipeline._io import atomic_output, write_bytes
 from insar_pipeline.georeuse.key import BEFORE_TOPO, TOPO, guard, missing_geometry
@@ -165,8 +164,22 @@ def share_geometry(
     return None
 
 
-def _end(start: PhaseEvent, began: float, **fields: Any) -> PhaseEvent:
-    return replace(start, kind="end", time=time.time(), wall_s=time.monotonic() - began, **fields)
+def _end(
+    start: PhaseEvent,
+    began: float,
+    ok: bool,
+    error: str | None = None,
+    reused_from: str | None = None,
+) -> PhaseEvent:
+    return replace(
+        start,
+        kind="end",
+        time=time.time(),
+        wall_s=time.monotonic() - began,
+        ok=ok,
+        error=error,
+        reused_from=reused_from,
+    )
 
 
 def _write_log(log_path: Path, donor: Path, failure: str | None, count: int = 0) -> None:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 LEDGER_NAME = "ledger.sqlite"
 # The states a pair has in the ledger (a runner's "interrupted" or "waiting" is pending again).
 PAIR_STATES = (PairStatus.PENDING, PairStatus.RUNNING, PairStatus.DONE, PairStatus.FAILED)
-SqlValue: TypeAlias = str | int | float | bytes | None  # what SQLite hands back
+SqlValue: TypeAlias = str | int | float | None  # what SQLite hands back (no BLOB columns)
 Record: TypeAlias = dict[str, SqlValue]  # one row by column name
 Column: TypeAlias = SqlValue | tuple[str, ...] | list[str]  # what `set_pair` writes (phases_done)
 

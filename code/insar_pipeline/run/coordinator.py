@@ -18,7 +18,6 @@ from typing import Any
 from insar_pipeline.errors import Interrupted, PipelineError
 from insar_pipeline.georeuse.link import clean_holding
 from insar_pipeline.georeuse.plan import topo_phase
-from insar_pipeline.georeuse.run import GeometrySharing
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.reconcile import reconcile
 from insar_pipeline.ledger.store import Ledger
@@ -38,6 +37,7 @@ from insar_pipeline.run.dispatch import (
     plan_pair,
     text_table,
 )
+from insar_pipeline.run.geometry import GeometrySharing
 from insar_pipeline.run.progress import Progress
 from insar_pipeline.run.signals import StopRequest
 from insar_pipeline.topsapp.clean import clean_pair

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
+
+from insar_pipeline.topsapp.steps import Phase
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,7 @@ class PairPlan:
     pair_id: str
     position: int  # index in pairs.txt order
     phases_done: tuple[str, ...]
-    remaining: tuple[Any, ...]  # topsapp.Phase records still to run (the first maybe trimmed)
+    remaining: tuple[Phase, ...]  # still to run (the first maybe trimmed)
 
     @property
     def finished(self) -> bool:
@@ -28,7 +32,7 @@ class PairPlan:
 
 
 def plan_pair(
-    pair_id: str, position: int, phases: Sequence[Any], remaining: Sequence[Any]
+    pair_id: str, position: int, phases: Sequence[Phase], remaining: Sequence[Phase]
 ) -> PairPlan:
     """A pair's plan from the full phase table and `topsapp.remaining_phases`' answer.
 
@@ -47,28 +51,28 @@ def dispatch_order(plans: Iterable[PairPlan]) -> list[PairPlan]:
     )
 
 
-class DispatchQueue:
+class DispatchQueue(Generic[T]):
     """The pairs waiting for a slot, in dispatch order."""
 
-    def __init__(self, items: Iterable[Any], key: Callable[[Any], str]) -> None:
+    def __init__(self, items: Iterable[T], key: Callable[[T], str]) -> None:
         self._items = list(items)
         self._key = key
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def pop_ready(self, is_ready: Callable[[str], bool] = lambda pair_id: True) -> Any | None:
+    def pop_ready(self, is_ready: Callable[[str], bool] = lambda pair_id: True) -> T | None:
         """The first item whose pair is ready, removed from the queue; None if none is."""
         for index, item in enumerate(self._items):
             if is_ready(self._key(item)):
                 return self._items.pop(index)
         return None
 
-    def requeue(self, item: Any) -> None:
+    def requeue(self, item: T) -> None:
         """Put a held-back pair first again (it keeps its priority)."""
         self._items.insert(0, item)
 
-    def drain(self) -> list[Any]:
+    def drain(self) -> list[T]:
         items, self._items = self._items, []
         return items
 
