@@ -20,11 +20,10 @@ from contextlib import ExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
-from insar_pipeline.inputs.config import Settings
+from insar_pipeline.inputs.config import JOBQUEUE_KINDS, Settings
 from insar_pipeline.pair.job import PairStatus
 from insar_pipeline.run.budget import Parallelism, phase_weights
 from insar_pipeline.run.dask.cluster import (
-    JOBQUEUE_KINDS,
     MEMORY_RESOURCE,
     ClusterPlan,
     local_worker_count,
