@@ -59,7 +59,7 @@ SECRET_KEYS = frozenset(
 FOREIGN_KEYS = frozenset({"MEMORY_LIMIT", "SHM_SIZE", "IMAGE_NAME"})
 
 
-class Settings(BaseModel):
+class Settings(BaseModel):  # type: ignore[explicit-any]  # pydantic's synthesized __init__
     """Every setting of a run. Field names are the `.env` keys in lower case."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -376,8 +376,8 @@ def load_settings(
         )  # fmt: skip
         if value is not None and value.strip():
             raw[field], sources[field] = value, source
-    for field, value in cli.items():
-        raw[field], sources[field] = value, "command line"
+    for field, given in cli.items():
+        raw[field], sources[field] = given, "command line"
     raw.setdefault("env_file", env_file)
     try:
         return Settings.model_validate(raw)

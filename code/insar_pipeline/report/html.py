@@ -24,7 +24,7 @@ from insar_pipeline.ledger.store import Ledger, PairRow, Record
 from insar_pipeline.logs import mask_secrets
 from insar_pipeline.pair.job import PairStatus
 from insar_pipeline.report.quicklook import Quicklook, render_quicklooks
-from insar_pipeline.run.dispatch import format_duration
+from insar_pipeline.report.text import format_duration
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from insar_pipeline.georeuse.plan import topo_phase
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.reconcile import reconcile
 from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.report.text import format_duration, text_table
 from insar_pipeline.run.budget import (
     Machine,
     MemoryBudget,
@@ -33,9 +34,7 @@ from insar_pipeline.run.dispatch import (
     PairPlan,
     dispatch_order,
     exit_code_of,
-    format_duration,
     plan_pair,
-    text_table,
 )
 from insar_pipeline.run.geometry import GeometrySharing
 from insar_pipeline.run.progress import Progress

@@ -20,7 +20,7 @@ from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.ledger.store import Ledger
 from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent
-from insar_pipeline.run.dispatch import format_duration
+from insar_pipeline.report.text import format_duration
 from insar_pipeline.topsapp.clean import clean_pair
 from insar_pipeline.topsapp.steps import Phase, finished_steps
 from insar_pipeline.topsapp.xml import XML_NAME
