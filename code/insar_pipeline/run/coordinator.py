@@ -369,10 +369,10 @@ class Coordinator:
         try:
             while (len(waiting) and not self.stop.requested) or executor.active:
                 while not self.stop.requested and executor.active < executor.slots:
-                    job = waiting.pop_ready(self.is_ready)
-                    if job is None:
+                    ready: PairJob | None = waiting.pop_ready(self.is_ready)
+                    if ready is None:
                         break
-                    executor.submit(self.geometry.job_for(job) if self.geometry else job)
+                    executor.submit(self.geometry.job_for(ready) if self.geometry else ready)
                 if self.stop.requested and not cancelled:
                     log.warning(
                         "%s: stopping; running phases are being terminated (press Ctrl-C "
