@@ -21,11 +21,23 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Protocol
 
 from insar_pipeline.errors import Interrupted
 from insar_pipeline.pair.job import Message, PairJob, PairResult, PairStatus, PhaseGate
 
-RunPair = Callable[..., PairResult]
+
+class RunPair(Protocol):
+    """What runs one pair (`pair.runner.run_pair`, or a test's stand-in)."""
+
+    def __call__(
+        self,
+        job: PairJob,
+        *,
+        on_event: Callable[[Message], None],
+        gate: PhaseGate | None,
+        stop: threading.Event | None,
+    ) -> PairResult: ...
 
 log = logging.getLogger(__name__)
 
