@@ -227,9 +227,3 @@ def visible_cores() -> int:
     import os
 
     return len(os.sched_getaffinity(0))
-
-
-def validate_settings(settings: Settings) -> None:
-    """Raise InputError for DASK_* keys that cannot work (for the checks before a run starts)."""
-    if settings.executor == "dask":
-        plan_cluster(settings, 1, 1.0)
