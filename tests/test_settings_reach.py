@@ -26,10 +26,10 @@ from typing import Any
 
 import dask_jobqueue
 import pytest
-from insar_pipeline.orbits.http import HttpClient
 
 from batch_factory import FIRST_DATE, FOOTPRINT, REPEAT
 from conftest import make_data_folder, make_safe_product
+from insar_pipeline._http import HttpClient
 from insar_pipeline.dem.fetch import tile_url
 from insar_pipeline.dem.provision import geocode_dem_path, plan_dems
 from insar_pipeline.errors import PipelineError
