@@ -14,7 +14,7 @@ from pathlib import Path
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
-from insar_pipeline.pair.decisions import pair_settings
+from insar_pipeline.pair.decisions import PairDecisions, apply_decisions, pair_settings
 from insar_pipeline.pair.job import LOGS_DIR, PairJob
 from insar_pipeline.topsapp.steps import finished_steps, phase_table
 from insar_pipeline.topsapp.xml import (
@@ -39,11 +39,15 @@ def prepare_pair(
     missing or when settings changed in a way that spoils finished steps.
     """
     run_dir = settings.run_dir(pair.id).resolve()
-    settings = pair_settings(settings, run_dir)
+    requested, settings = settings, pair_settings(settings, run_dir)
     _check_inputs(pair, orbit_files, dem)
     (run_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
     finished = finished_steps(run_dir)
-    data = topsapp_xml(settings, pair, run_dir, dem)
+
+    def xml_for(values: Settings) -> bytes:
+        return topsapp_xml(values, pair, run_dir, dem)
+
+    data = xml_for(settings)
     _refuse_spoiling_changes(settings, pair, run_dir / XML_NAME, data, finished)
     _link_orbits(pair, run_dir, orbit_files, finished)
     store_if_changed(run_dir / XML_NAME, data)
@@ -58,6 +62,10 @@ def prepare_pair(
         phase_timeout_s=settings.phase_timeout_s,
         omp_threads=omp_threads,
         clean_level=settings.clean,
+        # ESD=auto and ESD still on: the XML the pair switches to if it must drop ESD.
+        no_esd_xml=xml_for(apply_decisions(requested, PairDecisions(esd_disabled=True)))
+        if requested.esd == "auto" and settings.esd != "false"
+        else None,
     )
 
 

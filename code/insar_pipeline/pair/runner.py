@@ -23,6 +23,12 @@ from datetime import datetime, timezone
 from insar_pipeline.errors import InputError, Interrupted
 from insar_pipeline.georeuse.key import TOPO
 from insar_pipeline.georeuse.link import clean_holding, reused_from, take_geometry
+from insar_pipeline.pair.decisions import (
+    WITHOUT_ESD_NOTE,
+    PairDecisions,
+    read_decisions,
+    record_decisions,
+)
 from insar_pipeline.pair.job import (
     LOGS_DIR,
     PairJob,
@@ -31,10 +37,18 @@ from insar_pipeline.pair.job import (
     PhaseGate,
     next_log_number,
 )
-from insar_pipeline.topsapp.checks import Verdict, classify, missing_outputs, read_log, tail
+from insar_pipeline.topsapp.checks import (
+    ESD_COHERENCE,
+    Verdict,
+    classify,
+    missing_outputs,
+    read_log,
+    tail,
+)
 from insar_pipeline.topsapp.child import run_child
 from insar_pipeline.topsapp.clean import clean_pair
 from insar_pipeline.topsapp.steps import (
+    STEPS,
     Phase,
     checkpoint_paths,
     discard_checkpoints,
@@ -42,9 +56,19 @@ from insar_pipeline.topsapp.steps import (
     remaining_phases,
     validate_phase_table,
 )
-from insar_pipeline.topsapp.xml import XML_NAME, RunFacts, read_properties, run_facts
+from insar_pipeline.topsapp.xml import (
+    XML_NAME,
+    RunFacts,
+    read_properties,
+    run_facts,
+    store_if_changed,
+)
 
 log = logging.getLogger(__name__)
+
+ESD_FIRST_STEP = "subsetoverlaps"  # where coregistration starts again without ESD
+# What the ESD steps leave behind (ISCE2_CONTRACT.md section 6); `<reference>/overlaps` too.
+ESD_FOLDERS = ("coarse_offsets", "coarse_coreg", "coarse_interferogram", "ESD")
 
 
 def run_pair(
@@ -81,6 +105,7 @@ class _PairRun:
     def __init__(self, job: PairJob, on_event, gate: PhaseGate | None, stop) -> None:
         self.job, self.on_event, self.gate, self.stop = job, on_event, gate, stop
         self.attempts: dict[str, int] = {}
+        self.reruns: dict[str, int] = {}  # attempts that were not retries (ESD dropped)
         self.walls: dict[str, float] = {}
         self.env = {**os.environ, "OMP_NUM_THREADS": str(job.omp_threads), **dict(job.env)}
         self.argv: list[str] = []
@@ -126,13 +151,20 @@ class _PairRun:
                 return "interrupted", verdict, tail(text)
             if verdict.ok:
                 return "done", verdict, ""
-            if not verdict.transient or self.attempts[phase.name] > self.job.max_retries:
+            no_esd_xml = self._no_esd_xml(verdict, phase)
+            if no_esd_xml is not None:
+                self._drop_esd(phase, no_esd_xml)
+                self.reruns[phase.name] = self.reruns.get(phase.name, 0) + 1
+                number += 1
+                continue  # at once, and not a retry: MAX_RETRIES is for transient failures
+            retries = self.attempts[phase.name] - self.reruns.get(phase.name, 0)
+            if not verdict.transient or retries > self.job.max_retries:
                 return "failed", verdict, tail(text)
-            backoff = self.job.retry_backoff_s * 2 ** (self.attempts[phase.name] - 1)
+            backoff = self.job.retry_backoff_s * 2 ** (retries - 1)
             log.info(
                 "%s: retry %d of %d in %.3g s",
                 phase.name,
-                self.attempts[phase.name],
+                retries,
                 self.job.max_retries,
                 backoff,
                 extra={**self.extra, "phase": phase.name},
@@ -140,6 +172,40 @@ class _PairRun:
             if self._stopped_within(backoff):
                 return "interrupted", verdict, tail(text)
             number += 1
+
+    def _no_esd_xml(self, verdict: Verdict, phase: Phase) -> bytes | None:
+        """The XML to go on without ESD when that answers this failure (ESD=auto), else None."""
+        if verdict.cause == ESD_COHERENCE and self.facts.do_esd and ESD_FIRST_STEP in phase.steps():
+            return self.job.no_esd_xml
+        return None
+
+    def _drop_esd(self, phase: Phase, xml: bytes) -> None:
+        """ESD=auto and no coherent overlap: coregister again from subsetoverlaps without ESD.
+
+        Order matters for a kill at any point: the checkpoints go first (a rerun then redoes
+        the ESD steps with the old XML and lands here again), then the decision (from then on
+        `pair_settings` gives the no-ESD XML), then the XML itself.
+        """
+        run_dir = self.job.run_dir
+        discard_checkpoints(run_dir, STEPS[STEPS.index(ESD_FIRST_STEP) :])
+        for folder in (*ESD_FOLDERS, f"{self.facts.reference_dir}/overlaps"):
+            shutil.rmtree(run_dir / folder, ignore_errors=True)
+        shutil.rmtree(run_dir / "geom_reference" / "overlaps", ignore_errors=True)
+        reason = (
+            f"ESD found no burst-overlap pixel with coherence above "
+            f"{self.facts.esd_coherence_threshold:g} (ESD=auto)"
+        )
+        record_decisions(run_dir, PairDecisions(esd_disabled=True, reason=reason))
+        store_if_changed(run_dir / XML_NAME, xml)
+        self.facts = run_facts(read_properties(xml))
+        log.warning(
+            "%s: %s; rerunning from %s without ESD: %s",
+            phase.name,
+            reason,
+            ESD_FIRST_STEP,
+            WITHOUT_ESD_NOTE,
+            extra={**self.extra, "phase": phase.name},
+        )
 
     def _acquire(self, phase: Phase) -> bool:
         """Take the gate unless stopping; False means stop (nothing is held then)."""
@@ -222,6 +288,8 @@ class _PairRun:
                 timed_out=ended.timed_out,
                 timeout_s=job.phase_timeout_s,
                 log_name=shown,
+                steps=whole.steps(),
+                facts=self.facts,
             )
             if ended.returncode == 0 and not verdict.ok:
                 discard_checkpoints(job.run_dir, whole.steps())  # a rerun must redo them
@@ -292,7 +360,16 @@ class _PairRun:
             bytes_after_clean=cleaned[1],
             phase_wall_s=dict(self.walls),
             geometry_from=reused_from(self.job.run_dir, _topo_phase(self.job.phases)),
+            without_esd=self._without_esd(),
         )
+
+    def _without_esd(self) -> bool:
+        """Whether the pair runs without ESD by its own decision (not the user's ESD=false)."""
+        try:
+            decided = read_decisions(self.job.run_dir).esd_disabled
+        except InputError:
+            return False
+        return decided and not self.facts.do_esd
 
 
 def _topo_phase(phases: tuple[Phase, ...]) -> str:

@@ -21,7 +21,9 @@
          "phases_done": ["preprocess"], "phases_total": 6,
          "error": null,                          # one line, when failed
          "cleaned_bytes": null,                  # [before, after] cleaning, when cleaned
-         "geometry_from": null}                  # the pair whose geometry (topo) it took
+         "geometry_from": null,                  # the pair whose geometry (topo) it took
+         "without_esd": false,                   # ESD=auto dropped ESD for this pair
+         "note": null}                           # e.g. "coregistered without ESD: ..."
       ]
     }
 
@@ -43,6 +45,7 @@ from typing import Any
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow, ledger_path
+from insar_pipeline.pair.decisions import WITHOUT_ESD_NOTE
 from insar_pipeline.run.dispatch import format_duration, text_table
 
 log = logging.getLogger(__name__)
@@ -121,6 +124,8 @@ def _pair_entry(row: PairRow, active: bool, now: float) -> dict[str, Any]:
         "error": row.error if state == "failed" else None,
         "cleaned_bytes": cleaned,
         "geometry_from": row.geometry_from,
+        "without_esd": row.without_esd,
+        "note": WITHOUT_ESD_NOTE if row.without_esd else None,
     }
 
 
@@ -150,6 +155,9 @@ def render_status(document: dict[str, Any]) -> str:
     lines.append(
         ", ".join(f"{totals[state]} {state}" for state in STATES) + f" of {totals['pairs']} pairs"
     )
+    without = [entry["pair"] for entry in document["pairs"] if entry.get("without_esd")]
+    if without:
+        lines.append(f"{', '.join(without)}: {WITHOUT_ESD_NOTE}")
     run = document["run"]
     if document["active"]:
         lines.append(
@@ -165,11 +173,11 @@ def render_status(document: dict[str, Any]) -> str:
 
 
 def _progress(entry: dict[str, Any]) -> str:
-    reused = f"geometry from {entry['geometry_from']}" if entry["geometry_from"] else ""
-    if entry["state"] in ("done", "failed") or not entry["phases_total"]:
-        return reused
-    done = f"({len(entry['phases_done'])}/{entry['phases_total']} phases done)"
-    return f"{done}, {reused}" if reused else done
+    notes = [f"geometry from {entry['geometry_from']}" if entry["geometry_from"] else ""]
+    notes.append(entry.get("note") or "")
+    if entry["state"] not in ("done", "failed") and entry["phases_total"]:
+        notes.insert(0, f"({len(entry['phases_done'])}/{entry['phases_total']} phases done)")
+    return ", ".join(note for note in notes if note)
 
 
 def status_command(settings: Settings, args: Any) -> int:
