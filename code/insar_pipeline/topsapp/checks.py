@@ -60,7 +60,7 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         "disk-full",
         re.compile(r"No space left on device|Disk quota exceeded|\[Errno 28\]|\bENOSPC\b"),
         False,
-        "the disk is full ({match}): free space in the data folder (a running pair needs "
+        "the disk is full (No space left on device): free space in the data folder (a running pair needs "
         "50-130 GB; CLEAN=standard keeps only the products of finished pairs) and rerun: the "
         "pair resumes where it stopped",
     ),
@@ -108,7 +108,7 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
 )  # fmt: skip
 _BAD_STEPS = re.compile(r"^ERROR: .*(not one of the named steps|comes after end=).*$", re.M)
 _SWATH_ERROR = re.compile(r"^Generated error:\s*(.+)$", re.M)
-_ERROR_LINE = re.compile(r"^(\w+(\.\w+)*(Error|Exception)|ERROR|Error)\b.*$")
+_ERROR_LINE = re.compile(r"^(\w*(\.\w+)*(Error|Exception)|ERROR|Error)\b.*$")
 
 
 @dataclass(frozen=True)
