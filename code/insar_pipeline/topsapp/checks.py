@@ -60,9 +60,9 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         "disk-full",
         re.compile(r"No space left on device|Disk quota exceeded|\[Errno 28\]|\bENOSPC\b"),
         False,
-        "the disk is full (No space left on device): free space in the data folder (a running pair needs "
-        "50-130 GB; CLEAN=standard keeps only the products of finished pairs) and rerun: the "
-        "pair resumes where it stopped",
+        "the disk is full (No space left on device): free space in the data folder (a running "
+        "pair needs 50-130 GB; CLEAN=standard keeps only the products of finished pairs) and "
+        "rerun: the pair resumes where it stopped",
     ),
     KnownFailure(
         "unknown-property", re.compile(r'attribute corresponding to the key "[^"]*"'), False,
