@@ -2,7 +2,9 @@
 
 `run_pair` runs anywhere (a coordinator thread or a Dask worker): each remaining phase is one
 topsApp child process, retried with backoff while failures look transient, checked for ISCE's
-silent failures, and the pair is cleaned when it is done. It holds no coordinator state: progress
+silent failures, and the pair is cleaned when it is done. With `ESD=auto`, a coregistration
+that fails for lack of coherent burst overlaps is run again from `subsetoverlaps` without ESD, the
+pair's own decision (pair/decisions.py), not a retry. It holds no coordinator state: progress
 leaves through `on_event`, the memory budget comes in through `gate`, and it never raises for a
 pair's failure. The job and result types live in `pair_job`, `prepare_pair` (run by the
 coordinator first) in `pair_prepare`; both are importable from here.

@@ -6,6 +6,11 @@ exits 0. So a phase counts as done only when topsApp exited 0, the log shows non
 messages and the files each of its steps must write exist. A failure is transient when a rerun
 may well succeed (killed by a signal, out of memory, an I/O error, a time-out) and fatal when it
 would fail the same way (bad configuration, missing input, full disk, a silent failure).
+
+The failures users meet most are data, `KNOWN_FAILURES`: a pattern of ISCE's own message, transient
+or fatal, and one line saying what happened and what to do; that line is the pair's error in the
+ledger, `status` and the report. A verdict names the known cause, so the runner can act on one
+(`ESD=auto` answers ESD_COHERENCE by coregistering without ESD).
 """
 
 from __future__ import annotations
