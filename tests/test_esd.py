@@ -207,6 +207,7 @@ def test_a_run_notes_the_pair_without_esd_everywhere_and_reruns_cleanly(
     assert rows[low].without_esd and not rows[batch.pair_ids[0]].without_esd
     assert [(r["ok"], r["transient"]) for r in coreg] == [(0, 0), (1, None)]
     assert "ESD found no burst-overlap pixel" in coreg[0]["error"]
+    assert "rerunning from subsetoverlaps without ESD" in coreg[0]["error"]
 
     document = collect_status(batch.data / "runs")
     entries = {entry["pair"]: entry for entry in document["pairs"]}

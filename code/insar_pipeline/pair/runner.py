@@ -26,6 +26,7 @@ from insar_pipeline.errors import InputError, Interrupted
 from insar_pipeline.georeuse.key import TOPO
 from insar_pipeline.georeuse.link import clean_holding, reused_from, take_geometry
 from insar_pipeline.pair.decisions import (
+    DECISIONS_NAME,
     WITHOUT_ESD_NOTE,
     PairDecisions,
     read_decisions,
@@ -193,20 +194,21 @@ class _PairRun:
         for folder in (*ESD_FOLDERS, f"{self.facts.reference_dir}/overlaps"):
             shutil.rmtree(run_dir / folder, ignore_errors=True)
         shutil.rmtree(run_dir / "geom_reference" / "overlaps", ignore_errors=True)
-        reason = (
-            f"ESD found no burst-overlap pixel with coherence above "
-            f"{self.facts.esd_coherence_threshold:g} (ESD=auto)"
-        )
+        reason = self._esd_reason()
         record_decisions(run_dir, PairDecisions(esd_disabled=True, reason=reason))
         store_if_changed(run_dir / XML_NAME, xml)
         self.facts = run_facts(read_properties(xml))
-        log.warning(
-            "%s: %s; rerunning from %s without ESD: %s",
+        log.info(
+            "%s: topsApp.xml now has do ESD False (%s)",
             phase.name,
-            reason,
-            ESD_FIRST_STEP,
-            WITHOUT_ESD_NOTE,
+            DECISIONS_NAME,
             extra={**self.extra, "phase": phase.name},
+        )
+
+    def _esd_reason(self) -> str:
+        return (
+            "ESD found no burst-overlap pixel with coherence above ESD_COHERENCE_THRESHOLD="
+            f"{self.facts.esd_coherence_threshold:g} (ESD=auto)"
         )
 
     def _acquire(self, phase: Phase) -> bool:
@@ -295,6 +297,12 @@ class _PairRun:
             )
             if ended.returncode == 0 and not verdict.ok:
                 discard_checkpoints(job.run_dir, whole.steps())  # a rerun must redo them
+            if self._no_esd_xml(verdict, whole) is not None:  # not the user's to fix: say so
+                verdict = replace(
+                    verdict,
+                    reason=f"{self._esd_reason()}; rerunning from {ESD_FIRST_STEP} without ESD: "
+                    f"{WITHOUT_ESD_NOTE}; see {shown}",
+                )
         self._end(event, verdict, ended.returncode, ended.wall_s, ended.peak_rss_mb)
         return verdict, text, ended.stopped
 
