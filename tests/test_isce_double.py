@@ -223,7 +223,9 @@ def test_incoherent_overlaps_fail_esd_only_with_esd_on(tmp_path, esd, code):
         overlap_coherence=0.5,
     )
     assert done.returncode == code
-    esd_error = "Exception: Coherence threshold too strict. No points left for reliable ESD estimate"
+    esd_error = (
+        "Exception: Coherence threshold too strict. No points left for reliable ESD estimate"
+    )
     assert ((done.stderr.rstrip().splitlines() or [""])[-1] == esd_error) == bool(code)
     assert (run_dir / "PICKLE" / "fineresamp.xml").is_file() == (not code)
 
