@@ -111,11 +111,12 @@ def test_a_swath_whose_bursts_differ_between_the_dates(setup):
 
 
 def test_snaphu_past_the_phase_time_out(setup):
-    job = setup.prepare(phase_timeout_s=1.0, env=double_env(sleep="unwrap=30"))
+    # 10 s: more than any other phase needs on a loaded machine, far less than the sleep
+    job = setup.prepare(phase_timeout_s=10.0, env=double_env(sleep="unwrap=120"))
     result = run_pair(job)
     assert result.status == "failed" and result.failed_phase == "unwrap"
     assert result.attempts["unwrap"] == 1  # a rerun would take as long: not retried
-    assert "unwrapping (snaphu_mcf) ran past PHASE_TIMEOUT_MIN (1 s)" in result.error
+    assert "unwrapping (snaphu_mcf) ran past PHASE_TIMEOUT_MIN (10 s)" in result.error
 
 
 def test_a_full_disk(setup):
