@@ -22,6 +22,7 @@ from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow, Record
 from insar_pipeline.logs import mask_secrets
+from insar_pipeline.pair.decisions import WITHOUT_ESD_NOTE
 from insar_pipeline.pair.job import PairStatus
 from insar_pipeline.report.quicklook import Quicklook, render_quicklooks
 from insar_pipeline.report.text import format_duration
@@ -132,7 +133,18 @@ def _summary(run: Record | None, rows: Sequence[PairRow]) -> str:
         f"threads, {float(str(run['budget_gb'])):.1f} GB memory budget "
         f"({_e(run['executor'])})</td></tr>"
         f"<tr><th>pairs</th><td>{len(rows)}: {totals}</td></tr>"
-        f"{_geometry_summary(rows)}</table>"
+        f"{_geometry_summary(rows)}{_esd_summary(rows)}</table>"
+    )
+
+
+def _esd_summary(rows: Sequence[PairRow]) -> str:
+    """ESD=auto: the pairs that dropped ESD, whose products may show burst-boundary jumps."""
+    without = [row.pair_id for row in rows if row.without_esd]
+    if not without:
+        return ""
+    return (
+        f"<tr><th>without ESD</th><td>{len(without)} pair{'s' * (len(without) != 1)} "
+        f"{_e(WITHOUT_ESD_NOTE)} ({_e(', '.join(without))})</td></tr>"
     )
 
 
@@ -151,7 +163,7 @@ def _pairs_table(rows: Sequence[PairRow]) -> str:
     lines = [
         "<h2>Pairs</h2><table><tr><th>pair</th><th>reference</th><th>secondary</th>"
         "<th>state</th><th>phases done</th><th>topsApp time</th><th>disk after cleaning</th>"
-        "<th>geometry</th></tr>"
+        "<th>geometry</th><th>notes</th></tr>"
     ]
     for row in rows:
         disk = (
@@ -165,7 +177,8 @@ def _pairs_table(rows: Sequence[PairRow]) -> str:
             f"<td>{_e(row.secondary)}</td><td class='{_e(row.status)}'>{_e(row.status)}</td>"
             f"<td>{len(row.phases_done)}/{_e(row.phases_total)}</td>"
             f"<td>{_e(format_duration(row.wall_s))}</td><td>{_e(disk)}</td>"
-            f"<td>{_e(f'from {row.geometry_from}' if row.geometry_from else '')}</td></tr>"
+            f"<td>{_e(f'from {row.geometry_from}' if row.geometry_from else '')}</td>"
+            f"<td>{_e(WITHOUT_ESD_NOTE if row.without_esd else '')}</td></tr>"
         )
     return "\n".join(lines) + "</table>"
 
