@@ -16,7 +16,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,6 +291,16 @@ class Ledger:
     # ---- reads ---------------------------------------------------------------------------
 
     def pairs(self, listed_only: bool = True) -> list[PairRow]:
+        return list(self.iter_pairs(listed_only))
+
+    def iter_pairs(
+        self,
+        listed_only: bool = True,
+        states: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[PairRow]:
+        """The pairs in pairs.txt order, one row at a time (a cursor, not a list); only those
+        of `states` when given, at most `limit`."""
         query = (
             "SELECT p.pair_id, p.reference, p.secondary, p.position, p.status, p.phase,"
             " p.attempts, p.error, p.error_tail, p.failed_phase, p.phases_done, p.phases_total,"
@@ -299,10 +309,25 @@ class Ledger:
             " (SELECT MAX(started) FROM phases f WHERE f.pair_id=p.pair_id AND f.ended IS NULL),"
             " p.bytes_before_clean, p.bytes_after_clean, p.geometry_from FROM pairs p"
         )
-        if listed_only:
-            query += " WHERE p.listed=1"
-        rows = self.conn.execute(query + " ORDER BY p.position, p.pair_id").fetchall()
-        return [_pair_row(row) for row in rows]
+        where, values = _pair_filter(listed_only, states)
+        query += where + " ORDER BY p.position, p.pair_id"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        for row in self.conn.execute(query, values):
+            yield _pair_row(row)
+
+    def pair_counts(self, listed_only: bool = True) -> dict[str, int]:
+        """Pairs per recorded status (one aggregate query)."""
+        where, values = _pair_filter(listed_only, None)
+        rows = self.conn.execute(
+            f"SELECT p.status, COUNT(*) FROM pairs p{where} GROUP BY p.status", values
+        )
+        return {status: count for status, count in rows}
+
+    def pair_statuses(self, listed_only: bool = False) -> dict[str, str]:
+        """Pair id -> recorded status, without the per-phase sums of `iter_pairs`."""
+        where, values = _pair_filter(listed_only, None)
+        return dict(self.conn.execute(f"SELECT p.pair_id, p.status FROM pairs p{where}", values))
 
     def latest_run(self) -> dict[str, Any] | None:
         cursor = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
@@ -329,6 +354,16 @@ class Ledger:
 
     def transaction(self) -> Transaction:
         return Transaction(self.conn)
+
+
+def _pair_filter(listed_only: bool, states: Sequence[str] | None) -> tuple[str, list[Any]]:
+    clauses, values = [], []
+    if listed_only:
+        clauses.append("p.listed=1")
+    if states is not None:
+        clauses.append(f"p.status IN ({', '.join('?' * len(states))})")
+        values += list(states)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), values
 
 
 def _bool(value: bool | None) -> int | None:
