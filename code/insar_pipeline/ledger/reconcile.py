@@ -33,23 +33,40 @@ def reconcile(
         ).fetchall():
             warnings.append(f"run {run_id} (pid {pid}) stopped without finishing")
             ledger.conn.execute("UPDATE runs SET status='crashed' WHERE id=?", (run_id,))
+        # Two queries for every pair, not two per pair: a ledger of 100,000 pairs is read once.
+        recorded = {
+            pair_id: (status, done)
+            for pair_id, status, done in ledger.conn.execute(
+                "SELECT pair_id, status, phases_done FROM pairs"
+            )
+        }
+        open_attempts: dict[str, list[tuple[int, str]]] = {}
+        for row_id, pair_id, phase in ledger.conn.execute(
+            "SELECT id, pair_id, phase FROM phases WHERE ended IS NULL ORDER BY id"
+        ):
+            open_attempts.setdefault(pair_id, []).append((row_id, phase))
         for pair_id, truth in checkpoints.items():
-            warnings += _reconcile_pair(ledger, pair_id, tuple(truth), tuple(phase_names))
+            row = recorded.get(pair_id)
+            if row is None:
+                continue
+            attempts = open_attempts.get(pair_id, [])
+            warnings += _reconcile_pair(ledger, pair_id, row, attempts, tuple(truth),
+                                        tuple(phase_names))  # fmt: skip
     for warning in warnings:
         log.warning("ledger repaired from checkpoints: %s", warning)
     return warnings
 
 
 def _reconcile_pair(
-    ledger: Ledger, pair_id: str, truth: tuple[str, ...], all_phases: tuple[str, ...]
+    ledger: Ledger,
+    pair_id: str,
+    row: tuple[str, str],
+    open_attempts: list[tuple[int, str]],
+    truth: tuple[str, ...],
+    all_phases: tuple[str, ...],
 ) -> list[str]:
-    row = ledger.conn.execute(
-        "SELECT status, phases_done FROM pairs WHERE pair_id=?", (pair_id,)
-    ).fetchone()
-    if row is None:
-        return []
     status, recorded = row[0], tuple(json.loads(row[1]))
-    _close_open_attempts(ledger, pair_id, truth)
+    _close_open_attempts(ledger, open_attempts, truth)
     warnings = []
     new_status = status
     if status == "running":
@@ -75,11 +92,10 @@ def _reconcile_pair(
     return warnings
 
 
-def _close_open_attempts(ledger: Ledger, pair_id: str, truth: tuple[str, ...]) -> None:
+def _close_open_attempts(
+    ledger: Ledger, open_attempts: list[tuple[int, str]], truth: tuple[str, ...]
+) -> None:
     """Attempts a dead run never ended: finished if their phase's checkpoint exists."""
-    open_attempts = ledger.conn.execute(
-        "SELECT id, phase FROM phases WHERE pair_id=? AND ended IS NULL", (pair_id,)
-    ).fetchall()
     for row_id, phase in open_attempts:
         ok = phase in truth
         error = None if ok else "the run stopped during this phase"

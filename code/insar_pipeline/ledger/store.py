@@ -157,17 +157,13 @@ class Ledger:
 
     def mark_pending(self, pair_ids: Sequence[str]) -> None:
         """Pairs queued by this run (a pair failed before is pending again until it runs)."""
+        now = time.time()
         with self.transaction():
-            for pair_id in pair_ids:
-                self.set_pair(
-                    pair_id,
-                    status="pending",
-                    phase=None,
-                    error=None,
-                    error_tail=None,
-                    failed_phase=None,
-                    attempts=0,
-                )
+            self.conn.executemany(
+                "UPDATE pairs SET status='pending', phase=NULL, error=NULL, error_tail=NULL,"
+                " failed_phase=NULL, attempts=0, updated=? WHERE pair_id=?",
+                ((now, pair_id) for pair_id in pair_ids),
+            )
 
     def set_pair(self, pair_id: str, **fields: Any) -> None:
         """Update some columns of a pair (phases_done as a sequence)."""
@@ -323,6 +319,14 @@ class Ledger:
             f"SELECT p.status, COUNT(*) FROM pairs p{where} GROUP BY p.status", values
         )
         return {status: count for status, count in rows}
+
+    def geometry_sources(self) -> dict[str, str]:
+        """Pair id -> the pair whose geometry it took, for the pairs that took one."""
+        return dict(
+            self.conn.execute(
+                "SELECT pair_id, geometry_from FROM pairs WHERE geometry_from IS NOT NULL"
+            )
+        )
 
     def pair_statuses(self, listed_only: bool = False) -> dict[str, str]:
         """Pair id -> recorded status, without the per-phase sums of `iter_pairs`."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from insar_pipeline.topsapp.steps import remaining_phases
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often the coordinator wakes without news (signals, progress lines)
+SUMMARY_TABLE_MAX = 200  # pairs in the end-of-run table; beyond, failed and unfinished ones
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ class Coordinator:
             phases_total=len(self.phases),
             unlist_others=not self.settings.only,
         )
-        recorded = {row.pair_id: row.status for row in self.ledger.pairs(listed_only=False)}
+        recorded = self.ledger.pair_statuses()
         self.ledger.reconcile(
             {plan.pair_id: plan.phases_done for plan in plans},
             [phase.name for phase in self.phases],
@@ -356,8 +357,16 @@ class Coordinator:
         )
 
     def _summary_text(self, summary: RunSummary) -> str:
-        rows = self.ledger.pairs(listed_only=False)
         wanted = set(self.outcome)
+        rows: Iterable[Any] = self.ledger.iter_pairs(listed_only=False)
+        hidden = ""
+        if len(wanted) > SUMMARY_TABLE_MAX:  # a large batch: the pairs that need attention
+            rows = [
+                *self.ledger.iter_pairs(False, ("failed",), SUMMARY_TABLE_MAX // 2),
+                *self.ledger.iter_pairs(False, ("pending", "running"), SUMMARY_TABLE_MAX // 2),
+            ]
+            listed = sum(row.pair_id in wanted for row in rows)
+            hidden = f"\n({len(wanted) - listed} more pairs not listed: `status --all` lists them)"
         table = text_table(
             ("pair", "state", "phases", "wall", "error"),
             [
@@ -372,6 +381,7 @@ class Coordinator:
                 if row.pair_id in wanted
             ],
         )
+        table += hidden
         totals = (
             f"{len(summary.done)} done, {len(summary.failed)} failed, {len(summary.pending)} "
             f"pending of {len(wanted)} pairs in {format_duration(summary.wall_s)}"
