@@ -294,9 +294,11 @@ class Ledger:
         listed_only: bool = True,
         states: Sequence[str] | None = None,
         limit: int | None = None,
+        failures_first: bool = False,
     ) -> Iterator[PairRow]:
         """The pairs in pairs.txt order, one row at a time (a cursor, not a list); only those
-        of `states` when given, at most `limit`."""
+        of `states` when given, at most `limit`; `failures_first`: failed, running, pending,
+        then done pairs, each in pairs.txt order."""
         query = (
             "SELECT p.pair_id, p.reference, p.secondary, p.position, p.status, p.phase,"
             " p.attempts, p.error, p.error_tail, p.failed_phase, p.phases_done, p.phases_total,"
@@ -306,7 +308,13 @@ class Ledger:
             " p.bytes_before_clean, p.bytes_after_clean, p.geometry_from FROM pairs p"
         )
         where, values = _pair_filter(listed_only, states)
-        query += where + " ORDER BY p.position, p.pair_id"
+        order = " ORDER BY p.position, p.pair_id"
+        if failures_first:
+            order = (
+                " ORDER BY CASE p.status WHEN 'failed' THEN 0 WHEN 'running' THEN 1"
+                " WHEN 'done' THEN 3 ELSE 2 END, p.position, p.pair_id"
+            )
+        query += where + order
         if limit is not None:
             query += f" LIMIT {int(limit)}"
         for row in self.conn.execute(query, values):
