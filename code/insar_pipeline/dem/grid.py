@@ -210,6 +210,19 @@ def pair_box(pair: Pair) -> BBox:
     return pair.reference.bbox.union(pair.secondary.bbox)
 
 
+def pair_boxes(pairs: Sequence[Pair]) -> list[BBox]:
+    """`pair_box` of each pair, each product's footprint read once (a scene is in many pairs)."""
+    products: dict[str, BBox] = {}
+    result = []
+    for pair in pairs:
+        boxes = [products.get(product.name) for product in pair.products]
+        if boxes[0] is None or boxes[1] is None:
+            pair_box(pair)  # the antimeridian check, once per new product
+            boxes = [products.setdefault(p.name, p.bbox) for p in pair.products]
+        result.append(boxes[0].union(boxes[1]))
+    return result
+
+
 def region_groups(pairs: Sequence[Pair]) -> list[tuple[BBox, tuple[str, ...]]]:
     """Pairs whose footprints overlap, grouped; each group with its union box.
 
@@ -217,7 +230,7 @@ def region_groups(pairs: Sequence[Pair]) -> list[tuple[BBox, tuple[str, ...]]]:
     transitive closure of `BBox.intersects`). About linear in pairs (`overlap_components`).
     Groups come in the order of their first pair; pair ids keep the input order.
     """
-    boxes = [pair_box(pair) for pair in pairs]
+    boxes = pair_boxes(pairs)
     labels = overlap_components(boxes)
     groups: dict[int, list[int]] = {}
     for index, label in enumerate(labels):
