@@ -28,7 +28,12 @@ from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow
 from insar_pipeline.logs import mask_secrets
-from insar_pipeline.report.quicklook import Quicklook, existing_quicklooks, render_quicklooks
+from insar_pipeline.report.quicklook import (
+    QUICKLOOK_DIR,
+    ProductView,
+    existing_quicklooks,
+    render_quicklooks,
+)
 from insar_pipeline.run.dispatch import format_duration
 
 log = logging.getLogger(__name__)
@@ -82,7 +87,7 @@ class Page:
 
     number: int
     rows: tuple[PairRow, ...]
-    looks: dict[str, list[Quicklook]]
+    looks: dict[str, list[ProductView]]
 
 
 def report_command(settings: Settings, args: Any) -> int:
@@ -147,6 +152,7 @@ def _write_pages(
 
 def _pages(settings: Settings, rows: Iterator[PairRow], render: bool) -> Iterator[Page]:
     """The pairs, PAGE_SIZE at a time, with the quicklooks of their done pairs."""
+    runs_dir = str(settings.runs_dir)
     for number in range(1, sys.maxsize):
         chunk = tuple(islice(rows, PAGE_SIZE))
         if not chunk:
@@ -155,10 +161,9 @@ def _pages(settings: Settings, rows: Iterator[PairRow], render: bool) -> Iterato
         for row in chunk:
             if row.status != "done":
                 continue
-            run_dir = settings.run_dir(row.pair_id)
-            if render and run_dir.is_dir():
-                render_quicklooks(run_dir, row.pair_id)
-            looks[row.pair_id] = existing_quicklooks(run_dir)
+            if render and settings.run_dir(row.pair_id).is_dir():
+                render_quicklooks(settings.run_dir(row.pair_id), row.pair_id)
+            looks[row.pair_id] = existing_quicklooks(f"{runs_dir}/{row.pair_id}")
         yield Page(number, chunk, looks)
 
 
@@ -264,7 +269,7 @@ def _geometry_summary(reused: int) -> str:
     )
 
 
-def _pairs_table(rows: Sequence[PairRow], looks: dict[str, list[Quicklook]]) -> str:
+def _pairs_table(rows: Sequence[PairRow], looks: dict[str, list[ProductView]]) -> str:
     lines = [
         "<table class='sortable'><thead><tr><th>#</th><th>pair</th><th>reference</th>"
         "<th>secondary</th><th>state</th><th>phases done</th><th>topsApp time</th>"
@@ -352,7 +357,7 @@ def _quicklooks(page: Page, up: str) -> str:
         pair = _e(pair_id)
         lines.append(f"<h3 id='ql-{pair}'>{pair}</h3><div class='looks'>")
         for look in items:
-            src = f"{up}{pair_id}/{look.png.parent.name}/{look.png.name}"
+            src = f"{up}{pair_id}/{QUICKLOOK_DIR}/{look.kind}.png"
             lines.append(
                 f"<figure><img loading='lazy' alt='{pair} {_e(look.title)}' src='{_e(src)}' "
                 f"width='800'><figcaption>{_e(look.title)}</figcaption></figure>"

@@ -58,7 +58,7 @@ class Quicklook:
     kind: str
     title: str
     png: Path
-    source: Path | None  # the product drawn (None: a PNG found, its product not looked up)
+    source: Path
 
 
 def render_quicklooks(run_dir: Path, pair_id: str) -> list[Quicklook]:
@@ -90,17 +90,14 @@ def render_finished_pair(run_dir: Path, pair_id: str) -> int:
         return 0
 
 
-def existing_quicklooks(run_dir: Path) -> list[Quicklook]:
-    """The quicklook PNGs a pair folder holds, in VIEWS order, without rendering anything."""
+def existing_quicklooks(run_dir: str | Path) -> list[ProductView]:
+    """The views whose PNG a pair folder holds (`<run dir>/quicklooks/<kind>.png`), in VIEWS
+    order, without rendering anything: one directory listing, no path object per file."""
     try:
-        names = {entry.name for entry in os.scandir(run_dir / QUICKLOOK_DIR)}
+        names = {entry.name for entry in os.scandir(f"{run_dir}/{QUICKLOOK_DIR}")}
     except OSError:  # no folder: not rendered (yet)
         return []
-    return [
-        Quicklook(view.kind, view.title, run_dir / QUICKLOOK_DIR / f"{view.kind}.png", None)
-        for view in VIEWS
-        if f"{view.kind}.png" in names
-    ]
+    return [view for view in VIEWS if f"{view.kind}.png" in names]
 
 
 def _first_existing(run_dir: Path, candidates: tuple[str, ...]) -> Path | None:
