@@ -67,7 +67,9 @@ class GeometrySharing:
         if self.phase is None:
             log.info("geometry reuse is off: topo does not start a phase of its own")
             return jobs
-        runs = {pair.id: self.settings.run_dir(pair.id).resolve() for pair in pairs}
+        # The runs folder resolved once, not each pair folder (a realpath per pair of 100,000).
+        base = self.settings.runs_dir.resolve()
+        runs = {pair.id: base / pair.id for pair in pairs}
         found = survey(runs, [job.pair_id for job in jobs])
         self._sync_ledger(found)
         self.reuse = GeometryReuse(found, self.phase)
