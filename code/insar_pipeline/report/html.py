@@ -139,12 +139,12 @@ def _write_pages(
         page = next(pages, Page(1, (), {}))
         parts += ["<h2>Pairs</h2>", _pairs_table(page.rows, page.looks), _quicklooks(page, "")]
     else:
-        index = []
+        index = []  # a line per page, not the pages: their rows are gone once written
         for page in pages:
             path = runs_dir / PAGES_DIR / _page_name(page.number)
             _write_atomic(path, _page_html(page, _page_count(total), runs_dir))
             written.append(path)
-            index.append(page)
+            index.append(_page_line(page))
         parts.append(_page_index(index))
     parts.append(_downloads(ledger.downloads()))
     return _document("InSAR pipeline report", parts)
@@ -196,23 +196,31 @@ def _page_html(page: Page, pages: int, runs_dir: Path) -> str:
     )
 
 
-def _page_index(pages: Sequence[Page]) -> str:
-    lines = [
-        "<h2>Pairs</h2><p>Failed pairs first, then running, pending and done ones; "
-        f"{PAGE_SIZE} pairs and their quicklooks per page.</p>",
-        "<table class='sortable'><thead><tr><th>page</th><th>pairs</th><th>failed</th>"
-        "<th>running</th><th>pending</th><th>done</th></tr></thead><tbody>",
-    ]
-    for page in pages:
-        states = [sum(row.status == state for row in page.rows) for state in STATES]
-        name = f"{PAGES_DIR}/{_page_name(page.number)}"
-        lines.append(
-            f"<tr><td data-v='{page.number}'><a href='{_e(name)}'>{page.number}</a></td>"
-            f"<td>{_e(page.rows[0].pair_id)} … {_e(page.rows[-1].pair_id)}</td>"
-            + "".join(f"<td data-v='{count}'>{count}</td>" for count in states)
-            + "</tr>"
+def _page_line(page: Page) -> str:
+    """The row of the page index that links a page (its pair range and its states)."""
+    states = [sum(row.status == state for row in page.rows) for state in STATES]
+    name = f"{PAGES_DIR}/{_page_name(page.number)}"
+    return (
+        f"<tr><td data-v='{page.number}'><a href='{_e(name)}'>{page.number}</a></td>"
+        f"<td>{_e(page.rows[0].pair_id)} … {_e(page.rows[-1].pair_id)}</td>"
+        + "".join(f"<td data-v='{count}'>{count}</td>" for count in states)
+        + "</tr>"
+    )
+
+
+def _page_index(lines: Sequence[str]) -> str:
+    return (
+        "\n".join(
+            [
+                "<h2>Pairs</h2><p>Failed pairs first, then running, pending and done ones; "
+                f"{PAGE_SIZE} pairs and their quicklooks per page.</p>",
+                "<table class='sortable'><thead><tr><th>page</th><th>pairs</th><th>failed</th>"
+                "<th>running</th><th>pending</th><th>done</th></tr></thead><tbody>",
+                *lines,
+            ]
         )
-    return "\n".join(lines) + "</tbody></table>"
+        + "</tbody></table>"
+    )
 
 
 def _document(title: str, parts: Iterable[str]) -> str:
@@ -354,13 +362,13 @@ def _quicklooks(page: Page, up: str) -> str:
     for pair_id, items in page.looks.items():
         if not items:
             continue
-        pair = _e(pair_id)
+        pair = _e(pair_id)  # once per pair: kinds and titles are the module's constants
         lines.append(f"<h3 id='ql-{pair}'>{pair}</h3><div class='looks'>")
         for look in items:
-            src = f"{up}{pair_id}/{QUICKLOOK_DIR}/{look.kind}.png"
             lines.append(
-                f"<figure><img loading='lazy' alt='{pair} {_e(look.title)}' src='{_e(src)}' "
-                f"width='800'><figcaption>{_e(look.title)}</figcaption></figure>"
+                f"<figure><img loading='lazy' alt='{pair} {look.title}' "
+                f"src='{_e(up)}{pair}/{QUICKLOOK_DIR}/{look.kind}.png' width='800'>"
+                f"<figcaption>{look.title}</figcaption></figure>"
             )
         lines.append("</div>")
     return "\n".join(lines)
