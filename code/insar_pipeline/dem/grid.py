@@ -215,11 +215,11 @@ def pair_boxes(pairs: Sequence[Pair]) -> list[BBox]:
     products: dict[str, BBox] = {}
     result = []
     for pair in pairs:
-        boxes = [products.get(product.name) for product in pair.products]
-        if boxes[0] is None or boxes[1] is None:
+        if pair.reference.name not in products or pair.secondary.name not in products:
             pair_box(pair)  # the antimeridian check, once per new product
-            boxes = [products.setdefault(p.name, p.bbox) for p in pair.products]
-        result.append(boxes[0].union(boxes[1]))
+            for product in pair.products:
+                products.setdefault(product.name, product.bbox)
+        result.append(products[pair.reference.name].union(products[pair.secondary.name]))
     return result
 
 

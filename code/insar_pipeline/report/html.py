@@ -12,6 +12,7 @@ Every string that comes from a log, a ledger or a file name is escaped.
 
 from __future__ import annotations
 
+import argparse
 import html
 import logging
 import os
@@ -22,11 +23,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
+from insar_pipeline._io import FILE_MODE, write_text
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
-from insar_pipeline.ledger.store import Ledger, PairRow
+from insar_pipeline.ledger.store import Ledger, PairRow, Record
 from insar_pipeline.logs import mask_secrets
 from insar_pipeline.report.quicklook import (
     QUICKLOOK_DIR,
@@ -34,7 +35,7 @@ from insar_pipeline.report.quicklook import (
     existing_quicklooks,
     render_quicklooks,
 )
-from insar_pipeline.run.dispatch import format_duration
+from insar_pipeline.report.text import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Page:
     looks: dict[str, list[ProductView]]
 
 
-def report_command(settings: Settings, args: Any) -> int:
+def report_command(settings: Settings, args: argparse.Namespace) -> int:
     path = write_report(settings, render=bool(getattr(args, "render", False)))
     sys.stdout.write(f"{path}\n")
     return 0
@@ -113,7 +114,8 @@ def write_report(settings: Settings, render: bool = False) -> Path:
         finally:
             ledger.close()
     path = runs_dir / REPORT_NAME
-    _write_atomic(path, page)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, page)
     _remove_stale_pages(runs_dir / PAGES_DIR, set(written))
     log.info("report written: %s (%d more pages)", path, len(written))
     return path
@@ -142,7 +144,7 @@ def _write_pages(
         index = []  # a line per page, not the pages: their rows are gone once written
         for page in pages:
             path = runs_dir / PAGES_DIR / _page_name(page.number)
-            _write_atomic(path, _page_html(page, _page_count(total), runs_dir))
+            _write_page(path, _page_html(page, _page_count(total), runs_dir))
             written.append(path)
             index.append(_page_line(page))
         parts.append(_page_index(index))
@@ -245,7 +247,7 @@ def _header(runs_dir: Path, active: bool) -> str:
     )
 
 
-def _summary(run: dict[str, Any] | None, counts: dict[str, int], reused: int = 0) -> str:
+def _summary(run: Record | None, counts: dict[str, int], reused: int = 0) -> str:
     shown = {state: 0 for state in ("done", "failed", "running", "pending")}
     for status, count in counts.items():
         shown[status if status in shown else "pending"] += count
@@ -253,15 +255,17 @@ def _summary(run: dict[str, Any] | None, counts: dict[str, int], reused: int = 0
     totals = ", ".join(f"<span class='{k}'>{v} {k}</span>" for k, v in shown.items())
     if run is None:
         return f"<h2>Summary</h2><p>No run yet. {total} pairs: {totals}</p>"
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started"]))
-    wall = format_duration((run["ended"] or time.time()) - run["started"])
+    began = float(str(run["started"]))
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(began))
+    wall = format_duration((float(str(run["ended"])) if run["ended"] else time.time()) - began)
     return (
         "<h2>Summary</h2><table>"
         f"<tr><th>last run</th><td>#{run['id']}: {_e(run['status'])}, "
         f"exit {_e(run['exit_code'])}</td></tr>"
         f"<tr><th>started</th><td>{_e(started)} (wall {_e(wall)})</td></tr>"
         f"<tr><th>parallelism</th><td>{_e(run['workers'])} workers × {_e(run['omp_threads'])} "
-        f"threads, {float(run['budget_gb']):.1f} GB memory budget ({_e(run['executor'])})</td></tr>"
+        f"threads, {float(str(run['budget_gb'])):.1f} GB memory budget "
+        f"({_e(run['executor'])})</td></tr>"
         f"<tr><th>pairs</th><td>{total}: {totals}</td></tr>"
         f"{_geometry_summary(reused)}</table>"
     )
@@ -341,11 +345,11 @@ def _tail(ledger: Ledger, row: PairRow, runs_dir: Path) -> str | None:
     return row.error_tail or _log_tail(ledger.phase_rows(row.pair_id), runs_dir / row.pair_id)
 
 
-def _log_tail(phases: list[dict], run_dir: Path) -> str | None:
+def _log_tail(phases: list[Record], run_dir: Path) -> str | None:
     """The last lines of the newest phase log with a path (when the runner sent no tail)."""
     for phase in reversed(phases):
         if phase.get("log_path"):
-            path = Path(phase["log_path"])
+            path = Path(str(phase["log_path"]))
             path = path if path.is_absolute() else run_dir / path
             try:
                 return "\n".join(path.read_text(errors="replace").splitlines()[-TAIL_LINES:])
@@ -408,17 +412,19 @@ def _size(count: int | None) -> str:
     return f"{value:.1f} TB"
 
 
-def _e(value: Any) -> str:
+def _e(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_page(path: Path, text: str) -> None:
+    """A page, atomically (temp file, rename) but without `_io`'s fsyncs: a report of 100,000
+    pairs writes 1,000 pages, each rewritten from the ledger by the next `report` if lost."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        Path(temp).chmod(0o644)  # mkstemp makes 0600
+        Path(temp).chmod(FILE_MODE)
         Path(temp).replace(path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
