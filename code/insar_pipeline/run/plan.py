@@ -10,6 +10,7 @@ checkpoints.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Mapping
@@ -199,14 +200,15 @@ def _render_phases(item: PairPreview) -> str:
     return f"{names}  (resumes at topsApp step {item.phases[0].first})"
 
 
-def _render_scene(role: str, product: Product, orbit: str | None) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # a scene is in many pairs: its lines are made once
+def _render_scene(role: str, product: Product, orbit: str | None) -> tuple[str, ...]:
     lines = [
         f"  {role:<9}  {product.path.name}",
         f"             {product.start:%Y-%m-%d %H:%M:%S.%f} to {product.stop:%H:%M:%S.%f} UTC",
     ]
     if orbit:
         lines.append(f"             orbit {orbit}")
-    return lines
+    return tuple(lines)
 
 
 def plan_command(settings: Settings, args: argparse.Namespace) -> int:
