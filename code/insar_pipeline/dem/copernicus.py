@@ -151,9 +151,7 @@ def gdal_http_options() -> dict[str, str]:
         "GDAL_HTTP_MAX_RETRY": str(HTTP_MAX_RETRY),
         "GDAL_HTTP_RETRY_DELAY": str(HTTP_RETRY_DELAY_S),
         "GDAL_HTTP_USERAGENT": f"insar-pipeline/{__version__}",
-        "VSI_CACHE": "TRUE",
         "CPL_VSIL_NETWORK_STATS_ENABLED": "YES",
-        "GTIFF_REPORT_COMPD_CS": "NO",
     }
 
 
