@@ -197,7 +197,7 @@ def make_cog_tile(folder: Path, lat: int, lon: int, heights: np.ndarray) -> Path
         str(path),
         dataset,
         format="COG",
-        creationOptions=["BLOCKSIZE=1024", "COMPRESS=DEFLATE", "PREDICTOR=YES"],
+        creationOptions=["BLOCKSIZE=1024", "COMPRESS=DEFLATE", "PREDICTOR=YES", "LEVEL=1"],
     )
     dataset = None
     gdal.Unlink(memory)

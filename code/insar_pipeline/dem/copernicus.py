@@ -46,7 +46,8 @@ TILE_ROWS = 3600
 BLOCK_PX = 1024  # the tiles' COG block size
 ESTIMATED_BYTES_PER_PIXEL = 2.0  # DEFLATE'd float32 heights: about half of 4 bytes
 HEADER_BYTES = 32768  # what GDAL reads of a tile's header at open (GDAL_INGESTED_BYTES_AT_OPEN)
-HTTP_TIMEOUT_S = 60
+HTTP_CONNECT_TIMEOUT_S = 15
+HTTP_STALL_S = 60  # a request slower than 1 byte/s for this long is dropped (and retried)
 HTTP_MAX_RETRY = 4  # GDAL retries 429, 5xx and dropped connections this often
 HTTP_RETRY_DELAY_S = 2.0  # GDAL doubles it between retries
 _HTTP_STATUS = re.compile(r"HTTP response code:?\s*(\d{3})")
@@ -146,8 +147,10 @@ def gdal_http_options() -> dict[str, str]:
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif",
         "GDAL_INGESTED_BYTES_AT_OPEN": str(HEADER_BYTES),
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-        "GDAL_HTTP_MULTIRANGE": "SERIAL",  # S3 answers one range per request
-        "GDAL_HTTP_TIMEOUT": str(HTTP_TIMEOUT_S),
+        "GDAL_HTTP_MULTIRANGE": "YES",  # parallel single-range GETs: S3 has no multipart ranges
+        "GDAL_HTTP_CONNECTTIMEOUT": str(HTTP_CONNECT_TIMEOUT_S),
+        "GDAL_HTTP_LOW_SPEED_TIME": str(HTTP_STALL_S),
+        "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
         "GDAL_HTTP_MAX_RETRY": str(HTTP_MAX_RETRY),
         "GDAL_HTTP_RETRY_DELAY": str(HTTP_RETRY_DELAY_S),
         "GDAL_HTTP_USERAGENT": f"insar-pipeline/{__version__}",
@@ -238,6 +241,14 @@ def _write_piece(
         dataset = _open_tile(url)
         if dataset is None:
             log.info("%s: not in the bucket (open sea): sea level there", tile.key.split("/")[0])
+            if _maybe_unreleased_land(tile):
+                log.warning(
+                    "%s is not in the bucket, but GLO-30 also lacks land tiles over Armenia and "
+                    "Azerbaijan (not released at 30 m): if the DEM box holds land there, its "
+                    "heights are wrong (sea level); use DEM_SOURCE=opentopography with "
+                    "DEM_TYPE=NASADEM or COP90 there",
+                    tile.key.split("/")[0],
+                )
             if on_tile is not None:
                 on_tile(TileRead(url, 0, False))
             continue
@@ -311,6 +322,10 @@ def _write_piece(
             url = dataset.GetDescription().removeprefix("/vsicurl/")
             if url in sent:
                 on_tile(TileRead(url, sent[url], True))
+
+
+def _maybe_unreleased_land(tile: BucketTile) -> bool:
+    return 38 <= tile.lat <= 41 and 43 <= tile.lon <= 50
 
 
 def _open_tile(url: str) -> gdal.Dataset | None:
