@@ -55,6 +55,7 @@ class BucketEmulator:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.requests: list[Request] = []
+        self.errors: dict[str, int] = {}  # key -> HTTP status to answer instead (503, 403...)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -104,6 +105,10 @@ class BucketEmulator:
             self._send(handler, 200, {"Content-Type": "application/json"}, body, head)
             return
         wanted = handler.headers.get("Range")
+        if key in self.errors:
+            status = self._send(handler, self.errors[key], {}, b"<Error>SlowDown</Error>", head)
+            self._record(handler.command, key, wanted, status, 0)
+            return
         path = self.folder / key
         if ".." in Path(key).parts or not key or not path.is_file():
             body = (

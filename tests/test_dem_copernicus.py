@@ -152,6 +152,24 @@ def test_tiles_are_named_and_chosen_as_the_bucket_holds_them():
     assert [tile_columns(lat) for lat in (49, 50, 85)] == [3600, 2400, 360]
 
 
+def test_test_tiles_have_the_real_tiles_registration(bucket_dir):
+    # los_angeles_tile_0.tif is a crop of the real tile N33 W118 from its north-west corner:
+    # pixel-is-point, origin half a pixel west and north of 34°N 118°W. Ours must match it,
+    # pixel for pixel where the real crop of the geoid raster covers it.
+    crop_path = REALDATA / "los_angeles_tile_0.tif"
+    if not crop_path.is_file():
+        pytest.skip(f"{crop_path} is absent")
+    crop = gdal.Open(str(crop_path))
+    ours = gdal.Open(str(bucket_dir / tile_key(33, -118)))
+    assert crop.GetMetadataItem("AREA_OR_POINT") == ours.GetMetadataItem("AREA_OR_POINT")
+    assert crop.GetMetadataItem("AREA_OR_POINT") == "Point"
+    assert ours.GetGeoTransform() == pytest.approx(crop.GetGeoTransform(), abs=1e-12)
+    assert ours.GetGeoTransform()[0] == pytest.approx(-118 - 0.5 / 3600, abs=1e-12)
+    assert (ours.RasterXSize, ours.RasterYSize) == (3600, 3600)
+    assert ours.GetRasterBand(1).GetBlockSize() == [1024, 1024]
+    assert np.array_equal(ours.ReadAsArray(0, 0, 181, 181), crop.ReadAsArray(0, 0, 181, 181))
+
+
 def test_the_bucket_dem_equals_the_opentopography_dem_on_the_same_box(tmp_path, bucket, egm2008):
     downloads: list[Download] = []
     settings = bucket_settings(tmp_path / "cop", bucket.url)
@@ -322,6 +340,19 @@ def test_an_unreachable_bucket_is_a_service_error(tmp_path):
     grid = grid_around(BBox(33.3, 33.6, -117.7, -117.4), 1)
     with pytest.raises(ServiceError, match="COPERNICUS_DEM_URL"):
         copernicus.read_pieces("http://127.0.0.1:9", grid, tmp_path / "pieces")
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "words"),
+    [(503, ServiceError, "try again later"), (403, ProvisioningError, "refused")],
+)
+def test_a_failing_bucket_is_an_error_not_sea(tmp_path, bucket, status, error, words):
+    grid = grid_around(BBox(33.3, 33.6, -117.7, -117.4), 1)
+    bucket.errors[tile_key(33, -118)] = status
+    with pytest.raises(error, match=words) as caught:
+        copernicus.read_pieces(bucket.url, grid, tmp_path / "pieces")
+    assert tile_key(33, -118) in str(caught.value)
+    assert not list((tmp_path / "pieces").glob("*.tif*"))
 
 
 def test_high_latitude_tiles_are_resampled_in_longitude_only(tmp_path):
