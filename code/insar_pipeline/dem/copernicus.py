@@ -35,6 +35,7 @@ from pathlib import Path
 from osgeo import gdal
 
 from insar_pipeline import __version__
+from insar_pipeline._io import atomic_output, remove_partials
 from insar_pipeline.dem.grid import ARCSEC_PER_DEG, DemGrid
 from insar_pipeline.errors import ProvisioningError, ServiceError
 
@@ -191,6 +192,7 @@ def read_pieces(
     a 1-band geographic raster.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    remove_partials(folder)  # a killed run's half-written piece (the caller holds the DEM lock)
     pieces = []
     with gdal_options(gdal_http_options()):
         gdal.VSICurlClearCache()  # no stale answers (a tile found missing before, say)
@@ -277,10 +279,9 @@ def _write_piece(
         band.east / ARCSEC_PER_DEG + half,
         band.north / ARCSEC_PER_DEG + half,
     )
-    partial = piece.with_name(piece.name + ".part")
     creation = ["TILED=YES", "COMPRESS=DEFLATE", "ZLEVEL=1", "PREDICTOR=3", "BIGTIFF=IF_SAFER"]
-    try:
-        if not sources:  # the whole band is sea: zeros, stored sparse
+    with atomic_output(piece) as partial:
+        if not sources:  # the whole band is sea: zeros
             dataset = gdal.GetDriverByName("GTiff").Create(
                 str(partial), band.width, band.length, 1, gdal.GDT_Float32, creation
             )
@@ -312,10 +313,6 @@ def _write_piece(
                     f"failed: {err}; the bucket may be unreachable, try again later"
                 ) from None
             mosaic = None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(piece)
     if on_tile is not None:
         sent = _bytes_by_file()
         for dataset in keep:
