@@ -19,6 +19,12 @@ tiles' own sea pixels, so after the geoid -> ellipsoid conversion its heights ar
 ±180°, continuous) is split: the tiles on the far side are read with their longitudes moved by
 360°. The result is one GeoTIFF "piece" per 1° latitude band of the DEM, on the DEM's grid, which
 `convert.write_ellipsoid_dem` then mosaics and converts exactly as it does OpenTopography's tiles.
+
+Why GDAL's /vsicurl/ and not ACCESS' dem-stitcher: the pipeline already has GDAL (Debian's, or
+conda-forge's in the image); dem-stitcher needs rasterio, whose wheels bundle a second GDAL/PROJ
+beside python3-gdal's; it returns the whole DEM as one in-memory array (this module writes 1°
+bands that the conversion streams); and it converts heights with its own EGM2008 raster, where
+the pipeline uses PROJ's grid for both sources, so both give the same DEM to the bit.
 """
 
 from __future__ import annotations
