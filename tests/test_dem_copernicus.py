@@ -398,3 +398,62 @@ def test_egm2008_missing_says_how_to_get_it_and_proj_network_fetches_it(
         assert osr.GetPROJEnableNetwork()
     finally:
         osr.SetPROJEnableNetwork(previous)
+
+
+def test_run_without_any_key_gets_its_dem_from_the_bucket(tmp_path, proj_paths):
+    """`run` end to end with no OpenTopography key: orbits from the loopback ASF, the COP30 DEM
+    from the loopback bucket (a 51°N tile, 1.5" in longitude); the tile reads reach the ledger,
+    and a rerun reads nothing again."""
+    import shutil
+    import sys
+
+    from batch_factory import DOUBLE, ROI, make_batch
+    from insar_pipeline.ledger.store import Ledger
+    from insar_pipeline.run.driver import run_pipeline
+    from orbit_factories import poeorb_name
+    from orbit_server import OrbitServer
+
+    if dem_convert.find_geoid_grid("EGM2008") is None:  # a flat stand-in: the run, not N
+        folder = tmp_path / "proj"
+        folder.mkdir()
+        dataset = gdal.GetDriverByName("GTiff").Create(
+            str(folder / "us_nga_egm08_25.tif"), 40, 40, 1, gdal.GDT_Float32
+        )
+        dataset.SetGeoTransform((-128.0, 0.05, 0, 52.5, 0, -0.05))
+        dataset.SetProjection("EPSG:4326")
+        dataset.GetRasterBand(1).Fill(-18.0)
+        dataset = None
+        proj_paths(folder, *osr.GetPROJSearchPaths())
+    bucket_dir = tmp_path / "bucket"
+    columns = tile_columns(51)
+    lons = -127 + np.arange(columns) / columns
+    lats = 52 - np.arange(3600) / 3600
+    heights = 300 + 200 * np.sin(lats[:, None] * 40) * np.cos(lons[None, :] * 30)
+    make_cog_tile(bucket_dir, 51, -127, heights.astype(np.float32))
+    batch = make_batch(tmp_path / "batch", 2)
+    with OrbitServer() as orbits, BucketEmulator(bucket_dir) as bucket:
+        orbits.add(*(poeorb_name(name[:3], name.split("_")[5][:8]) for name in batch.scenes))
+        settings = orbits.settings(batch.data).with_changes(
+            pairs_file=batch.pairs_file, env_file=tmp_path / ".env", workers=2, cores=2,
+            memory_total_gb=16.0, roi=ROI, dem_type="COP30", orbit_sources=("asf",),
+            opentopo_api_key=None, opentopo_url="http://127.0.0.1:9",
+            copernicus_dem_url=bucket.url, topsapp=f"{sys.executable} {DOUBLE}",
+        )  # fmt: skip
+        summary = run_pipeline(settings)
+        assert summary.exit_code == 0 and len(summary.done) == 2
+        assert {r.key for r in bucket.requests} == {tile_key(51, -127)}
+        ledger = Ledger.open_reader(batch.data / "runs")
+        try:
+            dems = [d for d in ledger.downloads() if d["kind"] == "dem"]
+        finally:
+            ledger.close()
+        assert len(dems) == 1 and dems[0]["source"].endswith(tile_key(51, -127))
+        assert dems[0]["bytes"] == bucket.bytes_sent
+        [dem_xml] = (batch.data / "dem").glob("demLat_*_COP30.dem.wgs84.xml")
+        image = read_xml(dem_xml).dem_image()
+        assert (image.first_latitude, image.first_longitude) == (51.75, -127.0)
+        assert (image.width, image.length) == (1441, 1081)
+        requests_before = len(bucket.requests)
+        shutil.rmtree(settings.run_dir(batch.pair_ids[0]))
+        assert run_pipeline(settings).exit_code == 0
+        assert len(bucket.requests) == requests_before
