@@ -171,7 +171,7 @@ def _render_geometry(plan: Plan) -> list[str]:
 def _render_dems(dems: tuple[DemPlan, ...]) -> list[str]:
     lines = ["", f"DEM: {_count(len(dems), 'DEM')}"] if dems else []
     for dem in dems:
-        state = "cached" if dem.cached else f"download in {_count(len(dem.tiles), 'request')}"
+        state = "cached" if dem.cached else dem.fetch_summary
         lines.append(
             f"  {dem.path.name}  box {dem.bbox}  {state}  for {_count(len(dem.pair_ids), 'pair')}"
         )
