@@ -119,7 +119,9 @@ def pair_fields(
     amplitude = 40 + rng.gamma(2, 4, lat.shape)
     conncomp = np.ones(lat.shape, "uint8")
     if unwrap_error:
-        r0, r1, c0, c1 = (round(f * n) for f, n in zip(ERROR_BOX, (lines, lines, width, width)))
+        r0, r1, c0, c1 = (
+            round(f * n) for f, n in zip(ERROR_BOX, (lines, lines, width, width), strict=True)
+        )
         phase[r0:r1, c0:c1] += 2 * math.pi
         conncomp[r0:r1, c0:c1] = 2
     fill = np.zeros(lat.shape, bool)

@@ -24,6 +24,7 @@ from insar_pipeline.ledger.store import Ledger, PairRow
 from insar_pipeline.logs import mask_secrets
 from insar_pipeline.report.quicklook import Quicklook, render_quicklooks
 from insar_pipeline.run.dispatch import format_duration
+from insar_pipeline.timeseries.page import timeseries_links
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def render_html(
         _failures(rows, phase_logs, runs_dir),
         _quicklooks(looks),
         _downloads(downloads),
+        timeseries_links(runs_dir),
         "</body></html>",
     ]
     return "\n".join(parts)

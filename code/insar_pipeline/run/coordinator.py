@@ -146,6 +146,8 @@ class Coordinator:
         finally:
             self.ledger.end_run(self.run_id, status, exit_code)
         print(self._summary_text(summary), file=sys.stdout, flush=True)
+        if self.settings.timeseries and not self.stop.requested:
+            self._timeseries()
         report = self._report() if self.write_report else None
         return RunSummary(**{**summary.__dict__, "report": report})
 
@@ -380,6 +382,16 @@ class Coordinator:
             totals += " (interrupted: run the same command again to resume)"
         geometry = self.geometry.summary_line() if self.geometry else None
         return f"{table}\n{totals}" + (f"\n{geometry}" if geometry else "")
+
+    def _timeseries(self) -> None:
+        """TIMESERIES=true: the stacks and MintPy after the pairs (a failure leaves the run)."""
+        from insar_pipeline.timeseries.command import run_timeseries, summary_text
+
+        try:
+            for result in run_timeseries(self.settings):
+                print(summary_text(result), end="", file=sys.stdout, flush=True)
+        except (OSError, RuntimeError, ValueError, PipelineError) as err:
+            log.error("time series not written: %s", err)  # noqa: TRY400 (the run stands)
 
     def _report(self) -> Path | None:
         from insar_pipeline.report.html import write_report

@@ -21,6 +21,7 @@ from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.pairs import Pair, load_pairs
 from insar_pipeline.inputs.safe import Product, is_product_path
 from insar_pipeline.orbits.provision import describe_orbit_plan
+from insar_pipeline.timeseries.grid import grid_notes
 from insar_pipeline.topsapp.steps import Phase, phase_table, remaining_phases
 
 if TYPE_CHECKING:
@@ -117,6 +118,10 @@ def render_plan(plan: Plan) -> str:
     lines += _render_dems(plan.dems)
     lines += [f"warning: {blocker}" for blocker in plan.blockers]
     lines += _render_geometry(plan)
+    lines += grid_notes(
+        {item.pair.id: str(item.pair.reference.relative_orbit) for item in plan.pairs},
+        {pair_id: dem.path for dem in plan.dems for pair_id in dem.pair_ids},
+    )
     pending = sum(1 for item in plan.pairs if item.phases)
     lines += [
         "",

@@ -32,6 +32,7 @@ from insar_pipeline.timeseries.mintpy_app import (
     write_config,
 )
 from insar_pipeline.timeseries.network import Link, Network, build_network, describe
+from insar_pipeline.timeseries.page import TIMESERIES_FOLDER, write_track_page
 from insar_pipeline.timeseries.stack import (
     GEOMETRY_NAME,
     STACK_NAME,
@@ -43,8 +44,6 @@ from insar_pipeline.timeseries.stack import (
 )
 
 log = logging.getLogger(__name__)
-
-TIMESERIES_FOLDER = "timeseries"
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,6 @@ def run_timeseries(settings: Settings, run_mintpy: bool = True) -> list[TrackRes
         result = process_track(settings, track, run_mintpy)
         for note in result.notes:
             log.warning("%s", note)
-        from insar_pipeline.timeseries.page import write_track_page
-
         write_track_page(result)
         results.append(result)
     return results

@@ -91,7 +91,7 @@ def write_config(work_dir: Path, text: str) -> Path:
     path = work_dir / CFG_NAME
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text)
-    os.replace(partial, path)
+    partial.replace(path)
     return path
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from insar_pipeline.timeseries.command import TrackResult
 
 PAGE_NAME = "timeseries.html"
+TIMESERIES_FOLDER = "timeseries"  # beside runs/ in the data folder
 POINTS = 4  # displacement histories drawn
 
 
@@ -67,7 +68,7 @@ def write_track_page(result: TrackResult) -> Path:
     path = work / PAGE_NAME
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text("\n".join(body))
-    os.replace(partial, path)
+    partial.replace(path)
     return path
 
 
@@ -78,6 +79,18 @@ def track_pages(timeseries_folder: Path) -> list[tuple[str, Path]]:
     return [(page.parent.name, page) for page in sorted(timeseries_folder.glob(f"*/{PAGE_NAME}"))]
 
 
+def timeseries_links(runs_dir: Path) -> str:
+    """report.html's section linking every track's page (empty when there is none)."""
+    pages = track_pages(runs_dir.parent / TIMESERIES_FOLDER)
+    if not pages:
+        return ""
+    items = "".join(
+        f"<li><a href='{_e(os.path.relpath(page, runs_dir))}'>{_e(track)}</a></li>"
+        for track, page in pages
+    )
+    return f"<h2>Time series</h2><ul>{items}</ul>"
+
+
 def _network_png(result: TrackResult) -> Path:
     import h5py
     import matplotlib.pyplot as plt
@@ -86,11 +99,12 @@ def _network_png(result: TrackResult) -> Path:
     with h5py.File(stack, "r") as f:
         dates = [(a.decode(), b.decode()) for a, b in f["date"][:]]
         bperp, keep = f["bperp"][:], f["dropIfgram"][:]
-    per_date = date_baselines([(a, b, float(v)) for (a, b), v, k in zip(dates, bperp, keep) if k])
+    kept = [(a, b, float(v)) for (a, b), v, k in zip(dates, bperp, keep, strict=True) if k]
+    per_date = date_baselines(kept)
     per_date.update({d: np.nan for a, b in dates for d in (a, b) if d not in per_date})
     day = {d: datetime.strptime(d, "%Y%m%d") for d in per_date}
     figure, axes = plt.subplots(figsize=(8, 4))
-    for (a, b), kept in zip(dates, keep):
+    for (a, b), kept in zip(dates, keep, strict=True):
         axes.plot(
             [day[a], day[b]], [per_date[a], per_date[b]], "-" if kept else ":",
             color="tab:blue" if kept else "tab:gray", lw=1,
@@ -164,7 +178,7 @@ def _save(figure, path: Path) -> Path:  # noqa: ANN001 (a matplotlib Figure)
     partial = path.with_name(f".{path.stem}.partial.png")
     figure.savefig(partial, dpi=90, bbox_inches="tight")
     plt.close(figure)
-    os.replace(partial, path)
+    partial.replace(path)
     return path
 
 

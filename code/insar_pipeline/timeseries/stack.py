@@ -12,7 +12,6 @@ is there; the small 1-D datasets are replaced. The unwrapped phase keeps topsApp
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -153,7 +152,7 @@ def _create(
         for index, pair in enumerate(pairs):
             _write_slice(f, index, read(pair, grid))
         _touch(f)
-    os.replace(partial, path)
+    partial.replace(path)
 
 
 def _append(
@@ -235,4 +234,4 @@ def write_geometry(path: Path, run_dir: Path, grid: Grid, attributes: dict[str, 
     writefile.layout_hdf5(
         str(partial), layout, metadata=meta, ds_unit_dict=GEOMETRY_UNITS, print_msg=False
     )
-    os.replace(partial, path)
+    partial.replace(path)
