@@ -138,16 +138,19 @@ def read_on_grid(product: Path, band: int, target: Grid, method: str) -> np.ndar
     here = Grid(x0, y0, dx, dy, source.RasterXSize, source.RasterYSize)
     if here.same_as(target):
         return source.GetRasterBand(band).ReadAsArray().astype(np.float32, copy=False)
+    # One band, as a VRT (GDAL 3.6's Warp has no band selection).
+    single = gdal.Translate(
+        "", source, options=gdal.TranslateOptions(format="VRT", bandList=[band])
+    )
     warped = gdal.Warp(
         "",
-        source,
+        single,
         options=gdal.WarpOptions(
             format="MEM",
             outputBounds=target.bounds,
             width=target.width,
             height=target.length,
             resampleAlg=method,
-            srcBands=[band],
             srcNodata=0,
             dstNodata=0,
             outputType=gdal.GDT_Float32,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,9 @@ from insar_pipeline.errors import InputError
 SPEED_OF_LIGHT = 299_792_458.0  # m/s
 WGS84_A = 6_378_137.0  # m
 WGS84_E2 = 6.694_379_990_14e-3
+BPERP_RE = re.compile(
+    r"<IW-\d_Bperp_at_midrange_for_(?:first|last)_common_burst>\s*([-+0-9.eE]+)\s*<"
+)
 
 
 @dataclass(frozen=True)
@@ -187,16 +191,16 @@ def track_attributes(
 
 
 def perpendicular_baseline(topsproc: Path) -> float:
-    """A pair's perpendicular baseline (m): the mean of topsApp's per-swath midrange values."""
+    """A pair's perpendicular baseline (m): the mean of topsApp's per-swath midrange values.
+
+    topsProc.xml is not well-formed XML (ISCE writes tags such as
+    `<Input_list_of_swaths_to_process:_>`), so its baseline elements are matched as text.
+    """
     try:
-        root = etree.parse(str(topsproc)).getroot()
-    except (OSError, etree.XMLSyntaxError) as err:
+        text = topsproc.read_text(errors="replace")
+    except OSError as err:
         raise InputError(f"{topsproc}: cannot read it ({err}); is the pair finished?") from err
-    values = [
-        float(element.text)
-        for element in root.iterfind("baseline/*")
-        if "_Bperp_at_midrange_" in element.tag and element.text
-    ]
+    values = [float(value) for value in BPERP_RE.findall(text)]
     if not values:
         raise InputError(f"{topsproc}: no perpendicular baseline (IW-n_Bperp_at_midrange_...)")
     return sum(values) / len(values)

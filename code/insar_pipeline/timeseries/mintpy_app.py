@@ -140,6 +140,13 @@ def run_smallbaseline(work_dir: Path, timeout_s: float | None = None) -> MintpyR
 
 
 def final_timeseries(work_dir: Path) -> Path | None:
-    """The last time series MintPy wrote (the one its velocity was fitted to)."""
-    found = sorted(work_dir.glob("timeseries*.h5"), key=lambda p: (p.stat().st_mtime, len(p.name)))
+    """The last corrected time series MintPy wrote (the one its velocity was fitted to).
+
+    Corrections append to the name (timeseries_ramp_demErr.h5); timeseriesResidual*.h5 are
+    what the DEM-error step left over, not displacements.
+    """
+    found = sorted(
+        (p for p in work_dir.glob("timeseries*.h5") if not p.name.startswith("timeseriesResidual")),
+        key=lambda p: (len(p.name), p.stat().st_mtime),
+    )
     return found[-1] if found else None
