@@ -151,6 +151,8 @@ def _velocity_png(velocity: Path, work: Path, points: list[tuple[int, int]]) -> 
         style = ("ks", "reference") if number == 0 else ("k^", f"P{number}")
         axes.plot(lon, lat, style[0], ms=7, mfc="none" if number else "k")
         axes.annotate(style[1], (lon, lat), textcoords="offset points", xytext=(4, 4))
+    axes.set_aspect(1 / max(np.cos(np.radians(y0)), 0.1))  # a degree of longitude is shorter
+    axes.tick_params(axis="x", labelrotation=30)
     axes.set_xlabel("longitude")
     axes.set_ylabel("latitude")
     return _save(figure, work / "velocity.png")
