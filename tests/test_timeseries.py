@@ -280,3 +280,11 @@ def test_config_runs_offline_from_modify_network() -> None:
 
 def test_timeseries_is_a_command() -> None:
     assert COMMANDS["timeseries"][:2] == ("timeseries.command", "timeseries_command")
+
+
+@pytest.mark.parametrize("value", ["north", "52.1", "95,10", "1,2,3"])
+def test_a_bad_reference_lalo_is_refused_naming_the_key(value: str, tmp_path: Path) -> None:
+    from insar_pipeline.inputs.config import load_settings
+
+    with pytest.raises(InputError, match="REFERENCE_LALO"):
+        load_settings({"data_dir": tmp_path}, environ={"REFERENCE_LALO": value})
