@@ -288,3 +288,14 @@ def test_a_bad_reference_lalo_is_refused_naming_the_key(value: str, tmp_path: Pa
 
     with pytest.raises(InputError, match="REFERENCE_LALO"):
         load_settings({"data_dir": tmp_path}, environ={"REFERENCE_LALO": value})
+
+
+def test_a_finished_pair_without_products_is_left_out_and_named(tmp_path: Path) -> None:
+    track = make_track(tmp_path, n_dates=4)
+    add_pairs(track, [(0, 1), (1, 2), (2, 3), (1, 3)])
+    gone = track.settings.run_dir(track.pair_id(2, 3)) / "merged" / "filt_topophase.unw.geo.vrt"
+    gone.unlink()
+    (gone.parent / "filt_topophase.unw.geo").unlink()
+    (result,) = run_timeseries(track.settings, run_mintpy=False)
+    assert any(track.pair_id(2, 3) in note and "left out" in note for note in result.notes)
+    assert len(result.network.links) == 3 and not result.network.is_split

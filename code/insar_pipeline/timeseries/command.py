@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +75,8 @@ def timeseries_command(settings: Settings, args: Any) -> int:
     results = run_timeseries(settings)
     for result in results:
         sys.stdout.write(summary_text(result))
-    failed = [r for r in results if r.mintpy is not None and r.mintpy.returncode is not None]
-    return 1 if any(not r.mintpy.ok for r in failed if r.mintpy) else 0
+    ran = [r.mintpy for r in results if r.mintpy is not None and r.mintpy.returncode is not None]
+    return 0 if all(mintpy.ok for mintpy in ran) else 1
 
 
 def run_timeseries(settings: Settings, run_mintpy: bool = True) -> list[TrackResult]:
@@ -133,13 +133,16 @@ def _links(track: Track) -> list[Link]:
 
 def process_track(settings: Settings, track: Track, run_mintpy: bool = True) -> TrackResult:
     work_dir = timeseries_dir(settings) / track.name
-    network = build_network(_links(track))
-    notes = describe(network, track.name)
+    links = _links(track)
+    runs = {link.pair_id: settings.run_dir(link.pair_id) for link in links if link.finished}
+    pair_grids, bperps, notes = _read_pairs(track.name, runs)
+    # A finished pair whose products cannot be read counts as failed for the network.
+    links = [replace(k, finished=k.finished and k.pair_id in pair_grids) for k in links]
+    network = build_network(links)
+    notes += describe(network, track.name)
     if not network.links:
         notes.append(f"{track.name}: no finished pair; no time series")
         return TrackResult(track.name, work_dir, network, (), None, None, tuple(notes))
-    runs = {link.pair_id: settings.run_dir(link.pair_id) for link in network.links}
-    pair_grids = {pid: grids.read_grid(run / UNW) for pid, run in runs.items()}
     target = grids.common_grid(pair_grids)
     resampled = tuple(grids.off_grid(pair_grids, target))
     notes += grids.describe_resampled(track.name, resampled, target)
@@ -149,7 +152,7 @@ def process_track(settings: Settings, track: Track, run_mintpy: bool = True) -> 
             link.reference,
             link.secondary,
             runs[link.pair_id],
-            perpendicular_baseline(runs[link.pair_id] / "topsProc.xml"),
+            bperps[link.pair_id],
             network.keeps(link),
         )
         for link in network.links
@@ -167,6 +170,22 @@ def process_track(settings: Settings, track: Track, run_mintpy: bool = True) -> 
     write_config(work_dir, config_text(sorted(excluded), settings.reference_lalo))
     mintpy = run_smallbaseline(work_dir) if run_mintpy else None
     return TrackResult(track.name, work_dir, network, resampled, update, mintpy, tuple(notes))
+
+
+def _read_pairs(
+    track: str, runs: dict[str, Path]
+) -> tuple[dict[str, grids.Grid], dict[str, float], list[str]]:
+    """Each finished pair's grid and perpendicular baseline; a pair that lacks them is named."""
+    pair_grids, bperps, notes = {}, {}, []
+    for pair_id, run_dir in runs.items():
+        try:
+            grid = grids.read_grid(run_dir / UNW)
+            bperps[pair_id] = perpendicular_baseline(run_dir / "topsProc.xml")
+        except InputError as err:
+            notes.append(f"{track}: pair {pair_id} is left out: {err}")
+            continue
+        pair_grids[pair_id] = grid
+    return pair_grids, bperps, notes
 
 
 def _attributes(settings: Settings, track: Track, network: Network) -> dict[str, str]:

@@ -102,14 +102,14 @@ def _network_png(result: TrackResult) -> Path:
     kept = [(a, b, float(v)) for (a, b), v, k in zip(dates, bperp, keep, strict=True) if k]
     per_date = date_baselines(kept)
     per_date.update({d: np.nan for a, b in dates for d in (a, b) if d not in per_date})
-    day = {d: datetime.strptime(d, "%Y%m%d") for d in per_date}
+    day = {d: _day(d) for d in per_date}
     figure, axes = plt.subplots(figsize=(8, 4))
     for (a, b), kept in zip(dates, keep, strict=True):
         axes.plot(
-            [day[a], day[b]], [per_date[a], per_date[b]], "-" if kept else ":",
+            np.array([day[a], day[b]]), [per_date[a], per_date[b]], "-" if kept else ":",
             color="tab:blue" if kept else "tab:gray", lw=1,
         )  # fmt: skip
-    axes.plot(list(day.values()), list(per_date.values()), "o", color="k", ms=4)
+    axes.plot(np.array(list(day.values())), list(per_date.values()), "o", color="k", ms=4)
     axes.set_xlabel("date")
     axes.set_ylabel("perpendicular baseline (m)")
     axes.set_title(f"{result.track}: {len(dates)} pairs (dotted: dropped)")
@@ -128,7 +128,10 @@ def _points(velocity: Path) -> list[tuple[int, int]]:
     order = np.argsort(finite, axis=None)[::-1]
     valid = order[: max(1, int(np.isfinite(data).sum()))]
     picks = [valid[0], valid[len(valid) // 8], valid[len(valid) // 3]]
-    points = [ref] + [tuple(int(v) for v in np.unravel_index(i, data.shape)) for i in picks]
+    points = [ref]
+    for index in picks:
+        row, col = np.unravel_index(index, data.shape)
+        points.append((int(row), int(col)))
     return list(dict.fromkeys(points))[:POINTS]
 
 
@@ -164,7 +167,7 @@ def _history_png(timeseries: Path, work: Path, points: list[tuple[int, int]]) ->
 
     figure, axes = plt.subplots(figsize=(8, 4))
     with h5py.File(timeseries, "r") as f:
-        days = [datetime.strptime(d.decode(), "%Y%m%d") for d in f["date"][:]]
+        days = np.array([_day(d.decode()) for d in f["date"][:]])
         for number, (row, col) in enumerate(points):
             label = "reference" if number == 0 else f"P{number}"
             axes.plot(days, f["timeseries"][:, row, col] * 1000, "o-", ms=3, label=label)
@@ -182,6 +185,10 @@ def _save(figure, path: Path) -> Path:  # noqa: ANN001 (a matplotlib Figure)
     plt.close(figure)
     partial.replace(path)
     return path
+
+
+def _day(yyyymmdd: str) -> np.datetime64:
+    return np.datetime64(datetime.strptime(yyyymmdd, "%Y%m%d").date(), "D")
 
 
 def _e(value: object) -> str:
