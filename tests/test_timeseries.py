@@ -299,3 +299,10 @@ def test_a_finished_pair_without_products_is_left_out_and_named(tmp_path: Path) 
     (result,) = run_timeseries(track.settings, run_mintpy=False)
     assert any(track.pair_id(2, 3) in note and "left out" in note for note in result.notes)
     assert len(result.network.links) == 3 and not result.network.is_split
+
+
+def test_per_date_baselines_from_the_pairs() -> None:
+    from insar_pipeline.timeseries.page import date_baselines
+
+    per_date = date_baselines([("a", "b", 10.0), ("b", "c", -4.0), ("a", "c", 6.0)])
+    assert per_date == pytest.approx({"a": 0.0, "b": 10.0, "c": 6.0})
