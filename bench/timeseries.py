@@ -80,6 +80,14 @@ def export(settings: Settings) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _export_line(count: int, figures: dict) -> str:
+    wall, peak, size = figures["wall_s"], figures["peak_mb"], figures["stack_mb"]
+    return (
+        f"export {count:4d} pairs: {wall:7.1f} s ({wall / count * 1000:6.1f} ms/pair),"
+        f" peak RSS {peak:7.1f} MB, stack {size:8.1f} MB"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=200)
@@ -101,9 +109,7 @@ def main() -> int:
         for count in sorted({max(2, len(pairs) // 4), len(pairs)}):
             figures = export(subset(track, pairs, count, root / f"n{count}"))
             rows.append((count, figures))
-            print(f"export {count:4d} pairs: {figures['wall_s']:7.1f} s"
-                  f" ({figures['wall_s'] / count * 1000:6.1f} ms/pair),"
-                  f" peak RSS {figures['peak_mb']:7.1f} MB, stack {figures['stack_mb']:8.1f} MB")  # fmt: skip
+            print(_export_line(count, figures))
         if not args.no_mintpy:
             from insar_pipeline.timeseries.mintpy_app import run_smallbaseline
 

@@ -1,10 +1,16 @@
-"""The pipeline's exceptions; `cli` maps each family to an exit code (SPEC.md section 3)."""
+"""The pipeline's exceptions; `cli` maps each family to an exit code (SPEC.md section 3).
+
+A failed topsApp phase is not an exception: the phase judge (`topsapp/checks.py`) returns a
+`Verdict(ok, transient, reason)` that the pair runner's retry loop reads (transient: retried
+while attempts remain; fatal: the pair fails), and that events and results carry to the ledger.
+"""
 
 from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_PAIR_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3  # an error the pipeline did not expect: traceback in data/runs/pipeline.log
 EXIT_INTERRUPTED = 130
 
 
@@ -40,16 +46,11 @@ class RunLockedError(PipelineError):
     exit_code = EXIT_BAD_INPUT
 
 
-class TopsAppError(PipelineError):
-    """A topsApp phase failed."""
+class InternalError(PipelineError):
+    """An error the pipeline did not expect (a full disk, a broken ledger, a bug), wrapped with
+    the stage it stopped; its cause's traceback goes to data/runs/pipeline.log only."""
 
-
-class TransientTopsAppError(TopsAppError):
-    """A failure a retry may fix: killed by a signal, out of memory, I/O error, time-out."""
-
-
-class FatalTopsAppError(TopsAppError):
-    """A failure a retry cannot fix: bad configuration, missing inputs, silent ISCE failure."""
+    exit_code = EXIT_INTERNAL
 
 
 class Interrupted(PipelineError):

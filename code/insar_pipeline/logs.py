@@ -8,29 +8,37 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
 _MASK = "***"
+# A key in a query string (OpenTopography's API_Key=...) reaches urllib3's request log lines.
+_SECRET_PARAMETER = re.compile(r"((?:api_key|apikey|access_token|password)=)[^&\s'\"]*", re.I)
 _secrets: list[str] = []
 
 
 class SecretMaskFilter(logging.Filter):
-    """Replaces every known secret value in a record's final message (defence in depth)."""
+    """Masks secrets in a record's final message: the one filter, on every handler the CLI makes.
+
+    Known secrets (the settings' keys and passwords) and any key in a URL's query string;
+    installed by `configure_logging` and `attach_pipeline_log`, never on import.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
-            message = record.getMessage()
-            masked = mask_secrets(message)
-            if masked != message:
-                record.msg, record.args = masked, None
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, None
         return True
 
 
-def mask_secrets(text: str) -> str:
-    for secret in _secrets:
+def mask_secrets(text: str, *extra: str | None) -> str:
+    """`text` with every known secret, every `extra` one and every key in a URL's query masked."""
+    text = _SECRET_PARAMETER.sub(rf"\1{_MASK}", text)
+    for secret in (*_secrets, *(value for value in extra if value)):
         text = text.replace(secret, _MASK)
     return text
 
@@ -100,3 +108,34 @@ def attach_pipeline_log(runs_dir: Path) -> Path:
     handler.addFilter(SecretMaskFilter())
     root.addHandler(handler)
     return path
+
+
+def write_traceback(runs_dir: Path, what: str, err: BaseException) -> Path | None:
+    """Log `err` with its traceback to runs_dir/pipeline.log only (never to stderr); the path
+    written, or None when the file cannot be written (a full disk, a read-only folder)."""
+    path = runs_dir / "pipeline.log"
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        handler = _QuietFileHandler(path, encoding="utf-8")
+    except OSError:
+        return None
+    handler.setFormatter(JsonLinesFormatter())
+    handler.addFilter(SecretMaskFilter())
+    record = logging.getLogger("insar_pipeline").makeRecord(
+        "insar_pipeline", logging.ERROR, __file__, 0, "%s: %r", (what, err),
+        (type(err), err, err.__traceback__),
+    )  # fmt: skip
+    try:
+        handler.handle(record)
+    finally:
+        handler.close()
+    return None if handler.failed else path
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """A file handler that notes a failed write instead of printing a traceback to stderr."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self.failed = True

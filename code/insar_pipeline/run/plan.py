@@ -1,8 +1,10 @@
 """The `plan` command: validate settings, pairs and products, and print what `run` would do.
 
-Nothing is downloaded and nothing is written but data/runs/pipeline.log. `build_plan` and
-`render_plan` are pure; `plan_command` is the thin I/O around them. The phases come from
-`topsapp.phase_table`; what is left of them from each run folder's checkpoints.
+Nothing is downloaded and nothing is written but data/runs/pipeline.log. `plan_command` runs the
+same `validate` and `preflight` as `run` (run/preflight.py): the same problems stop it (exit 2),
+the same pairs are excluded and the same warnings shown. `build_plan` and `render_plan` are
+pure. The phases come from `topsapp.phase_table`; what is left of them from each run folder's
+checkpoints.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from insar_pipeline import logs
-from insar_pipeline.dem.provision import DemPlan, missing_prerequisites, plan_dems
+from insar_pipeline.dem.provision import DemPlan, missing_prerequisites
 from insar_pipeline.errors import InputError
-from insar_pipeline.inputs.pairs import Pair, load_pairs
+from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product, is_product_path
 from insar_pipeline.orbits.provision import describe_orbit_plan
+from insar_pipeline.run.preflight import preflight, validate
 from insar_pipeline.timeseries.grid import grid_notes
-from insar_pipeline.topsapp.steps import Phase, phase_table, remaining_phases
+from insar_pipeline.topsapp.steps import Phase, phase_table
 
 if TYPE_CHECKING:
     from insar_pipeline.inputs.config import Settings
@@ -31,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PairPlan:
+class PairPreview:
     """What `run` would do for one pair."""
 
     pair: Pair
@@ -46,11 +49,13 @@ class Plan:
     pairs_file: Path
     data_dir: Path
     settings: tuple[tuple[str, str], ...]  # (label, value) lines of the settings that matter
-    pairs: tuple[PairPlan, ...]
+    pairs: tuple[PairPreview, ...]
     orbits: Mapping[str, str] = field(default_factory=dict)  # scene name -> cached / source
     dems: tuple[DemPlan, ...] = ()
     blockers: tuple[str, ...] = ()  # what would stop provisioning (missing key, geoid grid)
     geometry_reuse: bool = False
+    excluded: Mapping[str, str] = field(default_factory=dict)  # by preflight: pair id -> reason
+    warnings: tuple[str, ...] = ()  # preflight's (e.g. the disk)
 
     @property
     def scenes(self) -> frozenset[Path]:
@@ -68,6 +73,8 @@ def build_plan(
     orbits: Mapping[str, str] | None = None,
     dems: tuple[DemPlan, ...] = (),
     blockers: tuple[str, ...] = (),
+    excluded: Mapping[str, str] | None = None,
+    warnings: tuple[str, ...] = (),
 ) -> Plan:
     """The plan of a run of these validated pairs (pure).
 
@@ -80,11 +87,13 @@ def build_plan(
         pairs_file=settings.pairs_file,
         data_dir=settings.data_dir,
         settings=_settings_summary(settings),
-        pairs=tuple(PairPlan(pair, left.get(pair.id, table), len(table)) for pair in pairs),
+        pairs=tuple(PairPreview(pair, left.get(pair.id, table), len(table)) for pair in pairs),
         orbits=dict(orbits or {}),
         dems=dems,
         blockers=blockers,
         geometry_reuse=settings.geometry_reuse,
+        excluded=dict(excluded or {}),
+        warnings=warnings,
     )
 
 
@@ -115,18 +124,23 @@ def render_plan(plan: Plan) -> str:
     ]
     for item in plan.pairs:
         lines += ["", *_render_pair(item, plan.pairs_file, plan.orbits)]
+        if item.pair.id in plan.excluded:
+            lines.append(f"  excluded   {plan.excluded[item.pair.id]}")
     lines += _render_dems(plan.dems)
-    lines += [f"warning: {blocker}" for blocker in plan.blockers]
+    lines += [f"warning: {blocker}" for blocker in (*plan.blockers, *plan.warnings)]
     lines += _render_geometry(plan)
     lines += grid_notes(
         {item.pair.id: str(item.pair.reference.relative_orbit) for item in plan.pairs},
         {pair_id: dem.path for dem in plan.dems for pair_id in dem.pair_ids},
     )
-    pending = sum(1 for item in plan.pairs if item.phases)
+    runs = [item for item in plan.pairs if item.phases and item.pair.id not in plan.excluded]
+    phases = sum(len(item.phases) for item in runs)
+    done = sum(1 for item in plan.pairs if not item.phases)
+    excluded = f", {len(plan.excluded)} excluded" if plan.excluded else ""
     lines += [
         "",
-        f"`run` would run {_count(plan.phase_count, 'phase')} for {_count(pending, 'pair')}"
-        f" ({len(plan.pairs) - pending} already done). Nothing was downloaded.",
+        f"`run` would run {_count(phases, 'phase')} for {_count(len(runs), 'pair')}"
+        f" ({done} already done{excluded}). Nothing was downloaded.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -136,7 +150,11 @@ def _count(number: int, noun: str) -> str:
 
 
 def _render_geometry(plan: Plan) -> list[str]:
-    todo = [item.pair for item in plan.pairs if any(p.name == "geometry" for p in item.phases)]
+    todo = [
+        item.pair
+        for item in plan.pairs
+        if any(p.name == "geometry" for p in item.phases) and item.pair.id not in plan.excluded
+    ]
     if not todo:
         return []
     if not plan.geometry_reuse:
@@ -164,7 +182,7 @@ def _render_dems(dems: tuple[DemPlan, ...]) -> list[str]:
     return lines
 
 
-def _render_pair(item: PairPlan, pairs_file: Path, orbits: Mapping[str, str]) -> list[str]:
+def _render_pair(item: PairPreview, pairs_file: Path, orbits: Mapping[str, str]) -> list[str]:
     pair = item.pair
     days = (pair.secondary.date - pair.reference.date).days
     where = f"{pairs_file}:{pair.line}" if pair.line else "generated"
@@ -177,7 +195,7 @@ def _render_pair(item: PairPlan, pairs_file: Path, orbits: Mapping[str, str]) ->
     ]
 
 
-def _render_phases(item: PairPlan) -> str:
+def _render_phases(item: PairPreview) -> str:
     if not item.phases:
         return "none left: the pair is done"
     names = " ".join(phase.name for phase in item.phases)
@@ -205,19 +223,18 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
         )
     logs.attach_pipeline_log(settings.runs_dir)
     check_raw_dir(settings.raw_dir)
-    pairs = load_pairs(settings)
-    table = phase_table(settings.ionosphere)
-    # Reading checkpoints only stats files; a pair without a run folder has every phase left.
-    left = {pair.id: remaining_phases(settings.run_dir(pair.id), table) for pair in pairs}
+    checked = preflight(settings, validate(settings))  # the same checks as `run`
+    pairs = list(checked.pairs)
     products = [product for pair in pairs for product in pair.products]
-    dems = tuple(plan_dems(settings, pairs))
     plan = build_plan(
         settings,
         pairs,
-        left,
+        checked.left,
         orbits=describe_orbit_plan(settings, products),
-        dems=dems,
-        blockers=tuple(missing_prerequisites(settings, dems)),
+        dems=checked.dems,
+        blockers=tuple(missing_prerequisites(settings, checked.dems)),
+        excluded=checked.excluded,
+        warnings=checked.warnings,
     )
     log.debug("plan: %d pairs, %d phases", len(plan.pairs), plan.phase_count)
     sys.stdout.write(render_plan(plan))

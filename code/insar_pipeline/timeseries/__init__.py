@@ -8,6 +8,6 @@ track, GDAL resampling), `metadata` (MintPy attributes from the SAFE annotation 
 subprocess), `page` (the per-track report page), `command` (the `timeseries` command and the
 final stage of `run`).
 
-It may import the ledger, topsapp, inputs and the primitives; `run/` and `report/` call it, it
-never imports them.
+May import: `ledger`, `topsapp`, `inputs`, and the primitives (`_io`, `errors`). `run/` and
+`report/` call it; it never imports them.
 """

@@ -7,12 +7,12 @@ geometry in `data/timeseries/<track>/inputs/` → smallbaselineApp.cfg → MintP
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
@@ -70,7 +70,7 @@ def timeseries_dir(settings: Settings) -> Path:
     return settings.data_dir / TIMESERIES_FOLDER
 
 
-def timeseries_command(settings: Settings, args: Any) -> int:
+def timeseries_command(settings: Settings, args: argparse.Namespace) -> int:
     """The `timeseries` command of the CLI: 0, or 1 when MintPy failed on a track."""
     results = run_timeseries(settings)
     for result in results:

@@ -14,10 +14,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from insar_pipeline.errors import InputError
+
+if TYPE_CHECKING:
+    from osgeo import gdal
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +165,7 @@ def read_on_grid(product: Path, band: int, target: Grid, method: str) -> np.ndar
     return warped.GetRasterBand(1).ReadAsArray().astype(np.float32, copy=False)
 
 
-def _open(product: Path):  # noqa: ANN202 (a gdal.Dataset)
+def _open(product: Path) -> gdal.Dataset:
     from osgeo import gdal
 
     gdal.UseExceptions()

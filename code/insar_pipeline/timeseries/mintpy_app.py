@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from insar_pipeline._io import atomic_output
 from insar_pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -89,9 +90,8 @@ def parse_lalo(value: str | None) -> tuple[float, float] | None:
 
 def write_config(work_dir: Path, text: str) -> Path:
     path = work_dir / CFG_NAME
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    partial.replace(path)
+    with atomic_output(path) as partial:
+        partial.write_text(text)
     return path
 
 

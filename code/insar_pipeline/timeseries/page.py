@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from insar_pipeline._io import atomic_output
+
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from insar_pipeline.timeseries.command import TrackResult
 
 PAGE_NAME = "timeseries.html"
@@ -66,9 +70,8 @@ def write_track_page(result: TrackResult) -> Path:
     ]
     body.append("</body></html>")
     path = work / PAGE_NAME
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text("\n".join(body))
-    partial.replace(path)
+    with atomic_output(path) as partial:
+        partial.write_text("\n".join(body))
     return path
 
 
@@ -177,13 +180,14 @@ def _history_png(timeseries: Path, work: Path, points: list[tuple[int, int]]) ->
     return _save(figure, work / "displacement.png")
 
 
-def _save(figure, path: Path) -> Path:  # noqa: ANN001 (a matplotlib Figure)
+def _save(figure: Figure, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    partial = path.with_name(f".{path.stem}.partial.png")
-    figure.savefig(partial, dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    partial.replace(path)
+    try:
+        with atomic_output(path) as partial:
+            figure.savefig(partial, format="png", dpi=90, bbox_inches="tight")
+    finally:
+        plt.close(figure)
     return path
 
 

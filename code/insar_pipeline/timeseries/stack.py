@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from insar_pipeline._io import atomic_output
 from insar_pipeline.timeseries.grid import RESAMPLING, Grid, read_on_grid
 
 log = logging.getLogger(__name__)
@@ -142,17 +143,16 @@ def _create(
     from mintpy.utils import writefile
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
     meta = {**attributes, **grid.attributes(), "FILE_TYPE": "ifgramStack"}
     meta["NUMBER_OF_PAIRS"] = str(len(pairs))
-    writefile.layout_hdf5(
-        str(partial), _layout(pairs, grid), metadata=meta, ds_unit_dict=UNITS, print_msg=False
-    )
-    with h5py.File(partial, "a") as f:
-        for index, pair in enumerate(pairs):
-            _write_slice(f, index, read(pair, grid))
-        _touch(f)
-    partial.replace(path)
+    with atomic_output(path) as partial:
+        writefile.layout_hdf5(
+            str(partial), _layout(pairs, grid), metadata=meta, ds_unit_dict=UNITS, print_msg=False
+        )
+        with h5py.File(partial, "a") as f:
+            for index, pair in enumerate(pairs):
+                _write_slice(f, index, read(pair, grid))
+            _touch(f)
 
 
 def _append(
@@ -230,8 +230,7 @@ def write_geometry(path: Path, run_dir: Path, grid: Grid, attributes: dict[str, 
         "waterMask": [np.bool_, height.shape, land],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    writefile.layout_hdf5(
-        str(partial), layout, metadata=meta, ds_unit_dict=GEOMETRY_UNITS, print_msg=False
-    )
-    partial.replace(path)
+    with atomic_output(path) as partial:
+        writefile.layout_hdf5(
+            str(partial), layout, metadata=meta, ds_unit_dict=GEOMETRY_UNITS, print_msg=False
+        )

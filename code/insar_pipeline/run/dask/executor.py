@@ -18,12 +18,12 @@ import secrets
 import time
 from contextlib import ExitStack
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from insar_pipeline.inputs.config import Settings
+from insar_pipeline.inputs.config import JOBQUEUE_KINDS, Settings
+from insar_pipeline.pair.job import Message, PairStatus, PhaseEvent
 from insar_pipeline.run.budget import Parallelism, phase_weights
 from insar_pipeline.run.dask.cluster import (
-    JOBQUEUE_KINDS,
     MEMORY_RESOURCE,
     ClusterPlan,
     local_worker_count,
@@ -41,8 +41,7 @@ from insar_pipeline.run.local import Executor
 from insar_pipeline.topsapp.steps import phase_table, remaining_phases
 
 if TYPE_CHECKING:
-    from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent
-    from insar_pipeline.run.local import Message
+    from insar_pipeline.pair.job import PairJob, PairResult
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +191,9 @@ class DaskExecutor(Executor):
                 messages.extend(self._executions.ingest(payload, time.time()))
             else:
                 messages.extend(self._finished(payload))
-        if self._stopping and any(getattr(m, "kind", None) == "start" for m in messages):
+        if self._stopping and any(
+            isinstance(m, PhaseEvent) and m.kind == "start" for m in messages
+        ):
             # A task that started after `cancel` ran on a worker that did not exist then (a
             # restarted or newly joined one): tell the workers again.
             self._client.run(set_stop_flag, self._run_id, on_error="ignore")
@@ -210,16 +211,16 @@ class DaskExecutor(Executor):
             events, result = self._executions.finish(pair_id, outcome, time.time())
             return [*caught, *events, result]
         if future.cancelled():
-            status, reason = "interrupted", "stopped before it started on a Dask worker"
+            status, reason = PairStatus.INTERRUPTED, "stopped before it started on a Dask worker"
         else:
-            status, reason = "failed", _describe_failure(future.exception())
+            status, reason = PairStatus.FAILED, _describe_failure(future.exception())
         events, attempts, open_phase = self._executions.abandon(pair_id, reason, time.time())
         abandoned: PairResult = replace(
             not_run_result(pair_id, status, reason, _phases_done(job)),
             attempts=attempts,
-            failed_phase=open_phase if status == "failed" else None,
+            failed_phase=open_phase if status == PairStatus.FAILED else None,
         )
-        if status == "failed":
+        if status == PairStatus.FAILED:
             log.error("%s", reason, extra={"pair": pair_id})
         return [*events, abandoned]
 
@@ -285,9 +286,9 @@ def _describe_failure(error: BaseException | None) -> str:
 
 
 def _without_pid(message: Message) -> Message:
-    if getattr(message, "pid", None) is None:
-        return message
-    return replace(cast("PhaseEvent", message), pid=None)
+    if isinstance(message, PhaseEvent) and message.pid is not None:
+        return replace(message, pid=None)
+    return message
 
 
 def _phases_done(job: PairJob) -> tuple[str, ...]:
