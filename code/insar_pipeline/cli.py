@@ -37,6 +37,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "clean": ("topsapp.clean", "clean_command", "apply a cleaning level to finished pairs"),
     "report": ("report.html", "report_command", "(re)write data/runs/report.html and quicklooks"),
     "pairs": ("inputs.network", "pairs_command", "write a small-baseline pairs.txt from data/raw"),
+    "timeseries": (
+        "timeseries.command",
+        "timeseries_command",
+        "MintPy stack per track from the finished pairs, and MintPy's velocity",
+    ),
 }
 
 

@@ -37,6 +37,7 @@ from insar_pipeline.report.quicklook import (
     render_quicklooks,
 )
 from insar_pipeline.report.text import format_duration
+from insar_pipeline.timeseries.page import timeseries_links
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def _write_pages(
             written.append(path)
             index.append(_page_line(page))
         parts.append(_page_index(index))
+    parts.append(timeseries_links(runs_dir))
     parts.append(_downloads(ledger.downloads()))
     return _document("InSAR pipeline report", parts)
 

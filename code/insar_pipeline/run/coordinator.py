@@ -233,6 +233,19 @@ class Coordinator:
         print(self._summary_text(summary), file=sys.stdout, flush=True)
         return summary
 
+    def timeseries(self) -> None:
+        """TIMESERIES=true: the stacks and MintPy after the pairs (a failure leaves the run)."""
+        if not self.settings.timeseries or self.stop.requested:
+            return
+        self.stage = "the time series"
+        from insar_pipeline.timeseries.command import run_timeseries, summary_text
+
+        try:
+            for result in run_timeseries(self.settings):
+                print(summary_text(result), end="", file=sys.stdout, flush=True)
+        except (OSError, RuntimeError, ValueError, PipelineError) as err:
+            log.error("time series not written: %s", err)  # noqa: TRY400 (the run stands)
+
     def report(self, summary: RunSummary) -> RunSummary:
         """report.html (unless the driver was asked not to write it)."""
         report = self._report() if self.write_report else None

@@ -25,6 +25,7 @@ from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product, is_product_path
 from insar_pipeline.orbits.provision import describe_orbit_plan
 from insar_pipeline.run.preflight import preflight, validate
+from insar_pipeline.timeseries.grid import grid_notes
 from insar_pipeline.topsapp.steps import Phase, phase_table
 
 if TYPE_CHECKING:
@@ -129,6 +130,10 @@ def render_plan(plan: Plan) -> str:
     lines += _render_dems(plan.dems)
     lines += [f"warning: {blocker}" for blocker in (*plan.blockers, *plan.warnings)]
     lines += _render_geometry(plan)
+    lines += grid_notes(
+        {item.pair.id: str(item.pair.reference.relative_orbit) for item in plan.pairs},
+        {pair_id: dem.path for dem in plan.dems for pair_id in dem.pair_ids},
+    )
     runs = [item for item in plan.pairs if item.phases and item.pair.id not in plan.excluded]
     phases = sum(len(item.phases) for item in runs)
     done = sum(1 for item in plan.pairs if not item.phases)
