@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -83,8 +84,11 @@ def build_safe(raw_dir: Path, acquisition: Acquisition) -> Path:
         for info in infos:
             info.add_shape_info()
             info.add_start_stop_utc()
-        safe = Safe(infos, False, work)
-        path = safe.create_safe()
+        with warnings.catch_warnings():
+            # numpy's statistics of an all-zero burst (no valid sample) warn and give NaN in
+            # burst2safe's manifest: harmless for topsApp.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            path = Safe(infos, False, work).create_safe()
     except (ValueError, KeyError, AttributeError, IndexError) as err:
         raise ServiceError(
             f"burst2safe cannot build the SAFE of {acquisition.date} from its bursts ({err})"

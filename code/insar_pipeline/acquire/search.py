@@ -113,9 +113,8 @@ def search_granules(settings: Settings) -> list[Granule]:
     session = asf_search.ASFSession()
     session.auth = _no_netrc  # the search is anonymous: never send ~/.netrc credentials
     try:
-        results = asf_search.search(
-            host=settings.cmr_host, session=session, **search_options(settings)
-        )
+        options = asf_search.ASFSearchOptions(host=settings.cmr_host, session=session)
+        results = asf_search.search(opts=options, **search_options(settings))
     except ASFError as err:
         raise ServiceError(f"the search at {settings.cmr_host} failed: {err}") from err
     finally:
