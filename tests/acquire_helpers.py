@@ -17,8 +17,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from acquire_services import ProductFactory, attribute, set_attribute
 from lxml import etree
+
+from acquire_services import ProductFactory, attribute, set_attribute
 
 BURST_INTERVAL_S = 2.758277
 Record = dict[str, Any]
@@ -160,18 +161,23 @@ def neighbour_bursts(records: Sequence[Record], step: int = 1) -> list[Record]:
         index = int(attribute(umm, "BURST_INDEX")) + step
         track, _, swath = attribute(umm, "BURST_ID_FULL").split("_")
         shift = dt.timedelta(seconds=BURST_INTERVAL_S * step)
-        for name in ("AZIMUTH_TIME",):
-            set_attribute(umm, name, _later(attribute(umm, name), shift))
+        set_attribute(umm, "AZIMUTH_TIME", _later(attribute(umm, "AZIMUTH_TIME"), shift))
+        anx = float(attribute(umm, "AZIMUTH_ANX_TIME")) + shift.total_seconds()
+        set_attribute(umm, "AZIMUTH_ANX_TIME", f"{anx:.10f}")
         set_attribute(umm, "BURST_ID_RELATIVE", str(relative))
-        set_attribute(umm, "BURST_ID_ABSOLUTE", str(int(attribute(umm, "BURST_ID_ABSOLUTE")) + step))
+        set_attribute(
+            umm, "BURST_ID_ABSOLUTE", str(int(attribute(umm, "BURST_ID_ABSOLUTE")) + step)
+        )
         set_attribute(umm, "BURST_ID_FULL", f"{track}_{relative}_{swath}")
         set_attribute(umm, "BURST_INDEX", str(index))
         old_time = umm["GranuleUR"].split("_")[3]
         new_time = (dt.datetime.strptime(old_time, "%Y%m%dT%H%M%S") + shift).strftime(
             "%Y%m%dT%H%M%S"
         )
-        name = umm["GranuleUR"].replace(f"_{old_time}_", f"_{new_time}_").replace(
-            f"S1_{relative - step}_", f"S1_{relative}_"
+        name = (
+            umm["GranuleUR"]
+            .replace(f"_{old_time}_", f"_{new_time}_")
+            .replace(f"S1_{relative - step}_", f"S1_{relative}_")
         )
         umm["GranuleUR"] = name
         new["meta"]["native-id"] = name

@@ -30,7 +30,7 @@ BACKOFF_BASE_S = 1.0  # 1, 2, 4, 8 s between attempts
 BACKOFF_MAX_S = 30.0
 ACCEPTED_WAIT_S = 2.0  # between polls of a 202 (the burst extractor is cutting the burst)
 MAX_ACCEPTED_POLLS = 60
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 16  # small: a cut connection loses at most this much of what arrived
 USER_AGENT = f"insar-pipeline/{__version__}"
 # Hosts that may receive the Earthdata token on a redirect (asf_search's AUTH_DOMAINS).
 AUTH_DOMAINS = ("asf.alaska.edu", "earthdata.nasa.gov")

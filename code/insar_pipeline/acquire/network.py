@@ -1,7 +1,8 @@
 """The small-baseline network of a search: pairs by temporal and perpendicular baseline (pure).
 
-Each date is paired with its next `neighbours` later dates at most `max_days` later whose
-perpendicular baseline (asf_search's baseline stack) differs by at most `max_bperp` metres;
+Each date is paired with its next `neighbours` later dates that are at most `max_days` later
+and whose perpendicular baseline (asf_search's baseline stack) differs by at most `max_bperp`
+metres (a date over the limit is skipped, so a later one takes its place);
 pairs.txt gets one comment line per pair giving both baselines.
 """
 
