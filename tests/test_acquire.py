@@ -328,3 +328,73 @@ def test_burst_safes_read_back_with_the_same_burst_ids_on_every_date(
 
     assert commands.download_command(settings, argparse.Namespace()) == 0
     assert burst_services.download.counts() == counts  # the SAFEs are there: nothing fetched
+
+
+# ---- run: search -> download -> pairs -> process ----------------------------------------------
+
+
+def small_footprint_records() -> list[dict]:
+    """The recorded scenes, those of START..END moved onto the small box of batch_factory (so
+    that the test DEM stays small); the rest as recorded."""
+    from batch_factory import FOOTPRINT
+
+    records = recorded("slc")
+    for record in records:
+        umm = record["umm"]
+        if START <= f"{time_range(umm)[0]:%Y-%m-%d}" <= END:
+            points = [{"Latitude": lat, "Longitude": lon} for lat, lon in FOOTPRINT]
+            polygons = umm["SpatialExtent"]["HorizontalSpatialDomain"]["Geometry"]["GPolygons"]
+            polygons[:] = [{"Boundary": {"Points": [*points, points[0]]}}]
+    return records
+
+
+def test_run_from_an_empty_data_folder_reaches_done_pairs(
+    tmp_path: Path, acquire_tls, acquire_products, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from batch_factory import DEM_TYPE, DOUBLE, ROI
+    from insar_pipeline.geo import BBox
+    from insar_pipeline.ledger.store import Ledger
+    from insar_pipeline.run.driver import run_command
+    from insar_pipeline.run.plan import plan_command
+    from opentopo_server import OpenTopoEmulator, synthetic_source
+    from orbit_factories import poeorb_name
+    from orbit_server import OrbitServer
+
+    source = synthetic_source(tmp_path / "source.tif", *BBox.parse(ROI).buffered(0.05).snwe(), 3)
+    records = small_footprint_records()
+    with (
+        running_services(acquire_tls, acquire_products, records=records) as services,
+        OrbitServer() as orbits,
+        OpenTopoEmulator(source) as opentopo,
+    ):
+        data = tmp_path / "data"
+        data.mkdir()
+        settings = orbits.settings(data).with_changes(
+            pairs_file=tmp_path / "pairs.txt", env_file=tmp_path / ".env", workers=2, cores=2,
+            memory_total_gb=16.0, roi=ROI, dem_type=DEM_TYPE, orbit_sources=("asf",),
+            opentopo_url=opentopo.url, opentopo_api_key=opentopo.api_key,
+            topsapp=f"{sys.executable} {DOUBLE}", aoi="51.55,51.65,-126.9,-126.7",
+            start=START, end="2018-02-10", relative_orbit=13, **services.settings_values(),
+        )  # fmt: skip
+        assert plan_command(settings, argparse.Namespace()) == 0
+        shown = capsys.readouterr().out
+        assert "3 dates to use" in shown and "`run` would download what is missing" in shown
+        assert services.download.requests == []
+
+        names = [item.name for item in stage.find(settings).acquisitions]
+        orbits.add(*(poeorb_name(name[:3], name.split("_")[5][:8]) for name in names))
+        assert run_command(settings, argparse.Namespace()) == 0
+        assert sorted(scan_raw(settings.raw_dir)) == sorted(names)
+        ledger = Ledger.open_reader(settings.runs_dir)
+        try:
+            done = sorted(row.pair_id for row in ledger.pairs() if row.status == "done")
+        finally:
+            ledger.close()
+        assert done == ["20180112_20180124", "20180112_20180205", "20180124_20180205"]
+
+        searches, fetched = len(services.cmr.granule_requests()), len(services.download.requests)
+        assert run_command(settings, argparse.Namespace()) == 0  # all done: nothing fetched
+        assert len(services.download.requests) == fetched
+        assert len(services.cmr.granule_requests()) == searches  # pairs.txt there: no search
