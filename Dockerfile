@@ -42,7 +42,8 @@ ARG MAMBA_DOCKERFILE_ACTIVATE=1
 # hadolint ignore=DL3003
 RUN test -x "${ISCE_HOME}/applications/topsApp.py" \
     && test -x "${ISCE_HOME}/applications/fixImageXml.py" \
-    && python -c "import isce, osgeo.gdal, lxml.etree, pydantic, dask.distributed, matplotlib" \
+    && python -c "import isce, osgeo.gdal, lxml.etree, pydantic, dask.distributed, matplotlib, h5py, asf_search, burst2safe" \
+    && python -c "import isce; print('ISCE2', isce.__version__, 'at', isce.__file__)" \
     && probe=$(mktemp -d) \
     && (cd "$probe" && topsApp.py --help --steps > /dev/null) \
     && rm -rf "$probe"

@@ -47,33 +47,163 @@ abs_path() {
     printf '%s/%s\n' "${dir%/}" "${path##*/}"
 }
 
-# The keys of a .env file, one per line.
-env_file_keys() {
-    local line re='^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*='
-    while IFS= read -r line || [ -n "$line" ]; do
-        if [[ $line =~ $re ]]; then printf '%s\n' "${BASH_REMATCH[2]}"; fi
-    done < "$1"
+# ---- .env, read exactly as python-dotenv 1.x reads it (the pipeline's own reader) ------------
+# A port of python-dotenv's parser (dotenv/parser.py) and its ${VAR} / ${VAR:-default}
+# interpolation (dotenv/variables.py, dotenv_values' override=True): `KEY = value  # comment`,
+# `KEY = # comment` (empty), `KEY=#value`, quotes with their escapes and line breaks, `export`,
+# CRLF line ends, a leading BOM. A line it cannot parse is skipped, as python-dotenv skips it (the
+# pipeline then reports it by line). tests/test_run_docker_dotenv.py compares the two line by line.
+# Results: dotenv_keys[i] / dotenv_vals[i] in file order; dotenv_set[i] is 0 for a bare `KEY`.
+readonly DOTENV_CR=$'\r' DOTENV_NL=$'\n' DOTENV_HS=$' \t\f\v'
+
+dotenv_take() { # REGEX: match at the start of $text, drop what matched; BASH_REMATCH kept
+    [[ $text =~ $1 ]] || return 1
+    text=${text:${#BASH_REMATCH[0]}}
 }
 
-# The value of KEY in a .env file, read as python-dotenv reads simple lines (the last one wins):
-# KEY = value  # comment / KEY="value" / KEY='value' / export KEY=value.
-env_file_value() {
-    local key=$1 file=$2 line value="" re
-    re="^[[:space:]]*(export[[:space:]]+)?${key}[[:space:]]*=[[:space:]]*(.*)\$"
-    while IFS= read -r line || [ -n "$line" ]; do
-        line=${line%$'\r'}
-        [[ $line =~ $re ]] || continue
-        value=${BASH_REMATCH[2]}
-        case $value in
-            \"*) value=${value#\"} && value=${value%%\"*} ;;
-            \'*) value=${value#\'} && value=${value%%\'*} ;;
-            *)
-                value=${value%%[[:space:]]#*}
-                value=${value%"${value##*[![:space:]]}"}
-                ;;
+dotenv_unescape() { # KIND STRING: python-dotenv's decode_escapes for ' or " values
+    local kind=$1 rest=$2 out="" char backslash="\\"
+    while [ -n "$rest" ]; do
+        char=${rest:0:1}
+        if [ "$char" != "$backslash" ] || [ ${#rest} -lt 2 ]; then
+            out+=$char
+            rest=${rest:1}
+            continue
+        fi
+        char=${rest:1:1}
+        rest=${rest:2}
+        case $kind:$char in
+            *:"$backslash" | *:"'" | '":"') out+=$char ;;
+            '":a') out+=$'\a' ;;
+            '":b') out+=$'\b' ;;
+            '":f') out+=$'\f' ;;
+            '":n') out+=$'\n' ;;
+            '":r') out+=$'\r' ;;
+            '":t') out+=$'\t' ;;
+            '":v') out+=$'\v' ;;
+            *) out+=$backslash$char ;;
         esac
-    done < "$file"
-    printf '%s\n' "$value"
+    done
+    printf '%s' "$out"
+}
+
+dotenv_binding() { # one binding from $text; returns 1 on a parse error
+    local key value set=1 part
+    dotenv_take "^export[$DOTENV_HS]+" || true
+    case ${text:0:1} in
+        '#') key="" ;;
+        "'") dotenv_take "^'([^']+)'" || return 1; key=${BASH_REMATCH[1]} ;;
+        *) dotenv_take "^([^=#[:space:]]+)" || return 1; key=${BASH_REMATCH[1]} ;;
+    esac
+    dotenv_take "^[$DOTENV_HS]*" || true
+    if [ "${text:0:1}" = "=" ]; then
+        dotenv_take "^=[$DOTENV_HS]*"
+        if [ ${#BASH_REMATCH[0]} -gt 1 ] && [ "${text:0:1}" = "#" ]; then
+            value=""
+        else
+            case ${text:0:1} in
+                "'")
+                    dotenv_take "^'((\\\\.|[^'\\\\])*)'" || return 1
+                    value=$(dotenv_unescape "'" "${BASH_REMATCH[1]}"; printf x)
+                    value=${value%x}
+                    ;;
+                '"')
+                    dotenv_take '^"((\\.|[^"\\])*)"' || return 1
+                    value=$(dotenv_unescape '"' "${BASH_REMATCH[1]}"; printf x)
+                    value=${value%x}
+                    ;;
+                "" | "$DOTENV_NL" | "$DOTENV_CR") value="" ;;
+                *)
+                    dotenv_take "^[^$DOTENV_CR$DOTENV_NL]*"
+                    part=${BASH_REMATCH[0]}
+                    # re.sub(r"\s+#.*", "", part).rstrip()
+                    if [[ $part =~ [[:space:]]+#.*$ ]]; then part=${part%"${BASH_REMATCH[0]}"}; fi
+                    value=${part%"${part##*[![:space:]]}"}
+                    ;;
+            esac
+        fi
+    else
+        value="" set=0
+    fi
+    dotenv_take "^([$DOTENV_HS]*#[^$DOTENV_CR$DOTENV_NL]*)?" || true
+    dotenv_take "^[$DOTENV_HS]*($DOTENV_CR$DOTENV_NL|$DOTENV_NL|$DOTENV_CR|\$)" || return 1
+    if [ -n "$key" ]; then
+        dotenv_keys+=("$key")
+        dotenv_vals+=("$value")
+        dotenv_set+=("$set")
+    fi
+}
+
+dotenv_lookup() { # NAME: the value an interpolation sees (the file's own values first)
+    local i=${#dotenv_keys[@]}
+    while [ "$i" -gt 0 ]; do
+        i=$((i - 1))
+        if [ "${dotenv_keys[$i]}" = "$1" ]; then
+            printf '%s' "${dotenv_vals[$i]}"
+            return 0
+        fi
+    done
+    local found
+    found=$(printenv "$1" 2> /dev/null && printf x) || return 1
+    found=${found%x}
+    printf '%s' "${found%"$DOTENV_NL"}"
+}
+
+dotenv_interpolate() { # STRING: ${NAME} and ${NAME:-default} expanded, as python-dotenv does
+    local rest=$1 out="" found re='\$\{([^}:]*)(:-([^}]*))?\}'
+    while [[ $rest =~ $re ]]; do
+        out+=${rest%%"${BASH_REMATCH[0]}"*}
+        rest=${rest#*"${BASH_REMATCH[0]}"}
+        found=$(dotenv_lookup "${BASH_REMATCH[1]}" && printf x) || true
+        if [ -n "$found" ]; then out+=${found%x}; else out+=${BASH_REMATCH[3]}; fi
+    done
+    printf '%s' "$out$rest"
+}
+
+dotenv_load() { # FILE: fill dotenv_keys / dotenv_vals / dotenv_set
+    local text resolved i=0 count
+    dotenv_keys=() dotenv_vals=() dotenv_set=()
+    [ -f "$1" ] || return 0
+    text=$(cat "$1" && printf x) || die "$1: cannot read it."
+    text=${text%x}
+    text=${text#$'\xef\xbb\xbf'}
+    while :; do
+        dotenv_take '^[[:space:]]*' || true
+        [ -n "$text" ] || break
+        if ! dotenv_binding; then
+            dotenv_take "^[^$DOTENV_CR$DOTENV_NL]*($DOTENV_CR|$DOTENV_NL|$DOTENV_CR$DOTENV_NL)?" || true
+        fi
+    done
+    # Interpolation runs in file order and sees the values resolved before it.
+    local parsed_keys=("${dotenv_keys[@]+"${dotenv_keys[@]}"}")
+    local parsed_vals=("${dotenv_vals[@]+"${dotenv_vals[@]}"}")
+    count=${#parsed_keys[@]}
+    dotenv_keys=() dotenv_vals=()
+    while [ "$i" -lt "$count" ]; do
+        resolved=$(dotenv_interpolate "${parsed_vals[$i]}"; printf x)
+        dotenv_keys+=("${parsed_keys[$i]}")
+        dotenv_vals+=("${resolved%x}")
+        i=$((i + 1))
+    done
+}
+
+# The keys of the loaded .env file, one per line.
+env_file_keys() {
+    local key
+    for key in "${dotenv_keys[@]+"${dotenv_keys[@]}"}"; do printf '%s\n' "$key"; done
+}
+
+# The value of KEY in the loaded .env file (the last binding wins; none: empty).
+env_file_value() {
+    local i=${#dotenv_keys[@]}
+    while [ "$i" -gt 0 ]; do
+        i=$((i - 1))
+        if [ "${dotenv_keys[$i]}" = "$1" ]; then
+            printf '%s\n' "${dotenv_vals[$i]}"
+            return 0
+        fi
+    done
+    printf '\n'
 }
 
 in_environment() { printenv "$1" > /dev/null 2>&1; }
@@ -84,7 +214,7 @@ setting() {
     if in_environment "$key"; then
         value=$(printenv "$key")
     else
-        value=$(env_file_value "$key" "$env_file")
+        value=$(env_file_value "$key")
     fi
     printf '%s\n' "${value:-$default}"
 }
@@ -164,147 +294,155 @@ build_if_needed() {
         || die "docker build failed (its output is above); nothing was run."
 }
 
-# The command line: our own --rebuild, then main_parallel.py's arguments with each path (--data,
-# --pairs, --env, and the `pairs` command's --output) swapped for where it is mounted. The pairs
-# file is mounted read-only at ./pairs.txt; the file the `pairs` command writes (its --output,
-# else --pairs) is written atomically beside itself, so its folder is mounted instead.
-rebuild=false
-if [ "${1:-}" = --rebuild ]; then
-    rebuild=true
-    shift
-fi
-command=run
-if [ $# -gt 0 ]; then
-    case $1 in -*) ;; *) command=$1 ;; esac
-fi
-writes_pairs=false
-if [ "$command" = pairs ]; then
-    writes_pairs=true
-    for argument in "$@"; do
-        case $argument in --output | --output=*) writes_pairs=false ;; esac
-    done
-fi
-data_dir=$project/data
-pairs_file=$project/pairs.txt
-env_file=$project/.env
-output_file=""
-pairs_given=false
-pipeline_args=()
-while [ $# -gt 0 ]; do
-    option=$1
-    case $option in
-        --data | --pairs | --env | --output)
-            [ $# -ge 2 ] || die "$option needs a value."
-            value=$2
-            shift 2
-            ;;
-        --data=* | --pairs=* | --env=* | --output=*)
-            value=${option#*=}
-            option=${option%%=*}
-            shift
-            ;;
-        *)
-            pipeline_args+=("$option")
-            shift
-            continue
-            ;;
-    esac
-    [ -n "$value" ] || die "$option needs a value."
-    case $option in
-        --data)
-            data_dir=$value
-            pipeline_args+=(--data /data)
-            ;;
-        --env)
-            env_file=$value
-            pipeline_args+=(--env "$APP/.env")
-            ;;
-        --pairs)
-            pairs_file=$value
-            pairs_given=true
-            if $writes_pairs; then
-                pipeline_args+=(--pairs "$PAIRS_FOLDER/${value##*/}")
-            else
-                pipeline_args+=(--pairs "$APP/pairs.txt")
-            fi
-            ;;
-        --output)
-            if [ "$command" = pairs ]; then
-                output_file=$value
-                value=$PAIRS_FOLDER/${value##*/}
-            fi
-            pipeline_args+=(--output "$value")
-            ;;
-    esac
-done
-if $writes_pairs; then
-    output_file=$pairs_file
-    if ! $pairs_given; then pipeline_args+=(--pairs "$PAIRS_FOLDER/${pairs_file##*/}"); fi
-fi
-pairs_file=$(abs_path "$pairs_file")
-if [ -n "$output_file" ]; then output_file=$(abs_path "$output_file"); fi
-
-[ -f "$env_file" ] || die "$env_file not found: the pipeline's settings live there." \
-    "Create it from the example and fill in your OPENTOPO_API_KEY:  cp .env.example .env"
-env_file=$(abs_path "$env_file")
-[ -d "$data_dir" ] || die "$data_dir: no such data folder. Create it and put your Sentinel-1" \
-    "products in its raw/ folder:  mkdir -p data/raw"
-data_dir=$(abs_path "$data_dir")
-[ -d "$project/code" ] || die "$project/code not found: run_docker.sh runs from its project folder."
-
-image=$(setting IMAGE_NAME insar-pipeline:latest)
-shm_size=$(setting SHM_SIZE 2g)
-memory_limit=$(setting MEMORY_LIMIT "")
-[[ $shm_size =~ $SIZE_RE ]] || die "SHM_SIZE=$shm_size is not a size such as 2g or 512m."
-if [ -n "$memory_limit" ]; then
-    memory_gib=$(size_in_gib "$memory_limit") \
-        || die "MEMORY_LIMIT=$memory_limit is not a size such as 32g or 16384m (or leave it unset)."
-fi
-
-check_docker
-# Rootless Docker maps the container's root to you, and any other UID to a subordinate one:
-# there, root in the container is what keeps the outputs yours.
-case $docker_info in
-    *rootless*) user=0:0 ;;
-    *) user=$(id -u):$(id -g) ;;
-esac
-build_if_needed
-
-run_args=(run --rm --init --platform "$PLATFORM" --user "$user" --shm-size "$shm_size"
-    --stop-timeout 60)
-# -it only on a terminal: with it, Ctrl-C goes to the pipeline through the terminal; without
-# it, docker forwards the signal itself.
-if [ -t 0 ] && [ -t 1 ]; then run_args+=(-it); fi
-forwarded=" "
-if [ -n "$memory_limit" ]; then
-    run_args+=(--memory "$memory_limit")
-    # Unless you set a number, the pipeline plans with the limit: inside the container it would
-    # see the host's RAM.
-    case $(setting MEMORY_TOTAL_GB auto) in
-        auto | AUTO | Auto | none | None | NONE)
-            run_args+=(--env "MEMORY_TOTAL_GB=$memory_gib")
-            forwarded=" MEMORY_TOTAL_GB "
-            ;;
-    esac
-fi
-add_mount "$data_dir" /data
-add_mount "$project/code" "$APP/code" readonly
-add_mount "$env_file" "$APP/.env" readonly
-if [ -n "$output_file" ]; then add_mount "${output_file%/*}" "$PAIRS_FOLDER"; fi
-if ! $writes_pairs && [ -f "$pairs_file" ]; then
-    add_mount "$pairs_file" "$APP/pairs.txt" readonly
-fi
-# `--env KEY` without a value: docker copies it from our environment, so no value (a key or a
-# password) ever shows on a command line.
-keys=$(env_file_keys "$env_file")
-if [ -f "$project/.env.example" ]; then keys="$keys $(env_file_keys "$project/.env.example")"; fi
-for key in $keys; do
-    case " IMAGE_NAME SHM_SIZE MEMORY_LIMIT PATH HOME USER$forwarded" in *" $key "*) continue ;; esac
-    if in_environment "$key"; then
-        run_args+=(--env "$key")
-        forwarded="$forwarded$key "
+main() {
+    # The command line: our own --rebuild, then main_parallel.py's arguments with each path (--data,
+    # --pairs, --env, and the `pairs` command's --output) swapped for where it is mounted. The pairs
+    # file is mounted read-only at ./pairs.txt; the file the `pairs` command writes (its --output,
+    # else --pairs) is written atomically beside itself, so its folder is mounted instead.
+    rebuild=false
+    if [ "${1:-}" = --rebuild ]; then
+        rebuild=true
+        shift
     fi
-done
+    command=run
+    if [ $# -gt 0 ]; then
+        case $1 in -*) ;; *) command=$1 ;; esac
+    fi
+    writes_pairs=false
+    if [ "$command" = pairs ]; then
+        writes_pairs=true
+        for argument in "$@"; do
+            case $argument in --output | --output=*) writes_pairs=false ;; esac
+        done
+    fi
+    data_dir=$project/data
+    pairs_file=$project/pairs.txt
+    env_file=$project/.env
+    output_file=""
+    pairs_given=false
+    pipeline_args=()
+    while [ $# -gt 0 ]; do
+        option=$1
+        case $option in
+            --data | --pairs | --env | --output)
+                [ $# -ge 2 ] || die "$option needs a value."
+                value=$2
+                shift 2
+                ;;
+            --data=* | --pairs=* | --env=* | --output=*)
+                value=${option#*=}
+                option=${option%%=*}
+                shift
+                ;;
+            *)
+                pipeline_args+=("$option")
+                shift
+                continue
+                ;;
+        esac
+        [ -n "$value" ] || die "$option needs a value."
+        case $option in
+            --data)
+                data_dir=$value
+                pipeline_args+=(--data /data)
+                ;;
+            --env)
+                env_file=$value
+                pipeline_args+=(--env "$APP/.env")
+                ;;
+            --pairs)
+                pairs_file=$value
+                pairs_given=true
+                if $writes_pairs; then
+                    pipeline_args+=(--pairs "$PAIRS_FOLDER/${value##*/}")
+                else
+                    pipeline_args+=(--pairs "$APP/pairs.txt")
+                fi
+                ;;
+            --output)
+                if [ "$command" = pairs ]; then
+                    output_file=$value
+                    value=$PAIRS_FOLDER/${value##*/}
+                fi
+                pipeline_args+=(--output "$value")
+                ;;
+        esac
+    done
+    if $writes_pairs; then
+        output_file=$pairs_file
+        if ! $pairs_given; then pipeline_args+=(--pairs "$PAIRS_FOLDER/${pairs_file##*/}"); fi
+    fi
+    pairs_file=$(abs_path "$pairs_file")
+    if [ -n "$output_file" ]; then output_file=$(abs_path "$output_file"); fi
 
-say "running \`${pipeline_args[*]:-run}\` in $image as user $user."
-exec docker "${run_args[@]}" "$image" ${pipeline_args[@]+"${pipeline_args[@]}"}
+    [ -f "$env_file" ] || die "$env_file not found: the pipeline's settings live there." \
+        "Create it from the example and fill in your OPENTOPO_API_KEY:  cp .env.example .env"
+    env_file=$(abs_path "$env_file")
+    [ -d "$data_dir" ] || die "$data_dir: no such data folder. Create it and put your Sentinel-1" \
+        "products in its raw/ folder:  mkdir -p data/raw"
+    data_dir=$(abs_path "$data_dir")
+    [ -d "$project/code" ] || die "$project/code not found: run_docker.sh runs from its project folder."
+
+    dotenv_load "$env_file"
+    image=$(setting IMAGE_NAME insar-pipeline:latest)
+    shm_size=$(setting SHM_SIZE 2g)
+    memory_limit=$(setting MEMORY_LIMIT "")
+    [[ $shm_size =~ $SIZE_RE ]] || die "SHM_SIZE=$shm_size is not a size such as 2g or 512m."
+    if [ -n "$memory_limit" ]; then
+        memory_gib=$(size_in_gib "$memory_limit") \
+            || die "MEMORY_LIMIT=$memory_limit is not a size such as 32g or 16384m (or leave it unset)."
+    fi
+
+    check_docker
+    # Rootless Docker maps the container's root to you, and any other UID to a subordinate one:
+    # there, root in the container is what keeps the outputs yours.
+    case $docker_info in
+        *rootless*) user=0:0 ;;
+        *) user=$(id -u):$(id -g) ;;
+    esac
+    build_if_needed
+
+    run_args=(run --rm --init --platform "$PLATFORM" --user "$user" --shm-size "$shm_size"
+        --stop-timeout 60)
+    # -it only on a terminal: with it, Ctrl-C goes to the pipeline through the terminal; without
+    # it, docker forwards the signal itself.
+    if [ -t 0 ] && [ -t 1 ]; then run_args+=(-it); fi
+    forwarded=" "
+    if [ -n "$memory_limit" ]; then
+        run_args+=(--memory "$memory_limit")
+        # Unless you set a number, the pipeline plans with the limit: inside the container it would
+        # see the host's RAM.
+        case $(setting MEMORY_TOTAL_GB auto) in
+            auto | AUTO | Auto | none | None | NONE)
+                run_args+=(--env "MEMORY_TOTAL_GB=$memory_gib")
+                forwarded=" MEMORY_TOTAL_GB "
+                ;;
+        esac
+    fi
+    add_mount "$data_dir" /data
+    add_mount "$project/code" "$APP/code" readonly
+    add_mount "$env_file" "$APP/.env" readonly
+    if [ -n "$output_file" ]; then add_mount "${output_file%/*}" "$PAIRS_FOLDER"; fi
+    if ! $writes_pairs && [ -f "$pairs_file" ]; then
+        add_mount "$pairs_file" "$APP/pairs.txt" readonly
+    fi
+    # `--env KEY` without a value: docker copies it from our environment, so no value (a key or a
+    # password) ever shows on a command line.
+    keys=$(env_file_keys)
+    if [ -f "$project/.env.example" ]; then
+        keys="$keys $(dotenv_load "$project/.env.example" && env_file_keys)"
+    fi
+    for key in $keys; do
+        case " IMAGE_NAME SHM_SIZE MEMORY_LIMIT PATH HOME USER$forwarded" in *" $key "*) continue ;; esac
+        if in_environment "$key"; then
+            run_args+=(--env "$key")
+            forwarded="$forwarded$key "
+        fi
+    done
+
+    say "running \`${pipeline_args[*]:-run}\` in $image as user $user."
+    exec docker "${run_args[@]}" "$image" ${pipeline_args[@]+"${pipeline_args[@]}"}
+}
+
+# Sourced (tests read its .env functions): define the functions only.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi

@@ -51,6 +51,10 @@ check_isce() {
         fail "python cannot import isce (ISCE_HOME=${ISCE_HOME:-unset}): the image's ISCE2" \
             "install is broken. Rebuild it: ./run_docker.sh --rebuild"
     fi
+    # The version conda-forge gave the image (environment.yml pins a range): plan shows it too.
+    ISCE2_VERSION=$(python -c 'import isce; print(isce.__version__)' 2> /dev/null) || ISCE2_VERSION=""
+    export ISCE2_VERSION
+    printf 'entrypoint: ISCE2 %s\n' "${ISCE2_VERSION:-(version unknown)}" >&2
     if ! command -v topsApp.py > /dev/null 2>&1; then
         fail "topsApp.py is not on PATH (ISCE_HOME=${ISCE_HOME:-unset}; PATH must hold" \
             "\$ISCE_HOME/applications). Rebuild the image: ./run_docker.sh --rebuild"

@@ -128,7 +128,7 @@ def test_bad_env_value_exits_2_naming_the_key(tmp_path: Path) -> None:
     result = run_main(["plan"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "error: .env: POLARIZATION='xx' is invalid: must be one of vv, vh, hh, hv"
+        "error: .env: POLARIZATION='xx' is invalid: Input should be 'vv', 'vh', 'hh' or 'hv'"
     ]
 
 

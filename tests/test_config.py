@@ -69,20 +69,21 @@ BAD_VALUES = [
     ("MEMORY_TOTAL_GB", "lots", "must be a number or auto"),
     ("MEMORY_RESERVE_GB", "-2", "Input should be greater than or equal to 0"),
     ("CORES", "0", "Input should be greater than or equal to 1"),
-    ("DEM_TYPE", "SRTM", "must be one of COP30, COP90, NASADEM, SRTMGL1, SRTMGL3, AW3D30, "
-     "SRTMGL1_E, SRTMGL3_E, AW3D30_E"),
-    ("DEM_TYPE", "EU_DTM", "must be one of COP30, COP90, NASADEM, SRTMGL1, SRTMGL3, AW3D30, "
-     "SRTMGL1_E, SRTMGL3_E, AW3D30_E"),
+    ("DEM_TYPE", "SRTM", "Input should be 'COP30', 'COP90', 'NASADEM', 'SRTMGL1', 'SRTMGL3', "
+     "'AW3D30', 'SRTMGL1_E', 'SRTMGL3_E' or 'AW3D30_E'"),
+    ("DEM_TYPE", "EU_DTM", "Input should be 'COP30', 'COP90', 'NASADEM', 'SRTMGL1', 'SRTMGL3', "
+     "'AW3D30', 'SRTMGL1_E', 'SRTMGL3_E' or 'AW3D30_E'"),
     ("DEM_BUFFER_DEG", "9", "Input should be less than or equal to 5"),
     ("GEOCODE_DEM_ARCSEC", "0", "Input should be greater than or equal to 1"),
     ("SWATHS", "1,4", "must list IW swaths among 1, 2, 3 (e.g. 1,2,3)"),
     ("SWATHS", "one", "must be a whole number"),
-    ("POLARIZATION", "xx", "must be one of vv, vh, hh, hv"),
+    ("POLARIZATION", "xx", "Input should be 'vv', 'vh', 'hh' or 'hv'"),
     ("RANGE_LOOKS", "0", "Input should be greater than or equal to 1"),
     ("AZIMUTH_LOOKS", "1.5", "must be a whole number"),
     ("FILTER_STRENGTH", "2", "Input should be less than or equal to 1"),
     ("UNWRAP", "maybe", "must be true or false"),
-    ("UNWRAPPER", "foo", "must be one of snaphu_mcf, snaphu, downsample_snaphu, icu, grass"),
+    ("UNWRAPPER", "foo", "Input should be 'snaphu_mcf', 'snaphu', 'downsample_snaphu', 'icu' "
+     "or 'grass'"),
     ("IONOSPHERE", "2", "must be true or false"),
     ("MAX_RETRIES", "-1", "Input should be greater than or equal to 0"),
     ("MAX_RETRIES", "21", "Input should be less than or equal to 20"),
@@ -90,7 +91,7 @@ BAD_VALUES = [
     ("RETRY_BACKOFF_S", "3601", "Input should be less than or equal to 3600"),
     ("PHASE_TIMEOUT_MIN", "0", "Input should be greater than 0"),
     ("CLEAN", "all", "Input should be 'none', 'standard' or 'nuclear'"),
-    ("ORBIT_SOURCES", "asf,ftp", "must list sources among asf, aws, cdse"),
+    ("ORBIT_SOURCES", "asf,ftp", "Input should be 'asf', 'aws' or 'cdse'"),
     ("EXECUTOR", "slurm", "Input should be 'local' or 'dask'"),
     ("DASK_CORES", "0", "Input should be greater than or equal to 1"),
     ("DASK_MEMORY_GB", "0", "Input should be greater than 0"),
@@ -219,6 +220,47 @@ def test_retry_backoff_reaches_the_pair_job(tmp_path: Path) -> None:
     pair = setup.pairs[0]
     job = prepare_pair(setup.settings, pair, setup.orbit_files, setup.dem, 1)
     assert job.retry_backoff_s == 0.25
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"MEMORY_TOTAL_GB": "8", "MEMORY_RESERVE_GB": "8"},
+            "environment: MEMORY_RESERVE_GB=8 leaves no memory of the MEMORY_TOTAL_GB=8: "
+            "lower MEMORY_RESERVE_GB",
+        ),
+        (
+            {"EXECUTOR": "dask", "DASK_SCHEDULER": "my cluster"},
+            "environment: DASK_SCHEDULER='my cluster' is not understood: use local, slurm, pbs, "
+            "sge, a scheduler address such as tcp://host:8786, or a scheduler file "
+            "(scheduler.json)",
+        ),
+        (
+            {"EXECUTOR": "dask", "DASK_SCHEDULER": "slurm", "DASK_WALLTIME": "two hours"},
+            "environment: DASK_WALLTIME='two hours' is invalid: use HH:MM:SS (or D-HH:MM:SS)",
+        ),
+        (
+            {"EXECUTOR": "dask", "DASK_SCHEDULER": "pbs", "DASK_MEMORY_GB": "2"},
+            "environment: DASK_MEMORY_GB=2 leaves no memory for pairs after "
+            "MEMORY_RESERVE_GB=2: request more memory per job",
+        ),
+    ],
+)
+def test_keys_checked_together_name_each_key(values: dict[str, str], message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        load_settings({"env_file": REPO / ".env.example"}, values)
+    assert str(caught.value) == message
+
+
+def test_dask_keys_are_not_checked_for_the_local_executor() -> None:
+    settings = load_settings({"env_file": REPO / ".env.example"}, {"DASK_SCHEDULER": "my cluster"})
+    assert settings.executor == "local"
+
+
+def test_orbit_sources_are_lowered_and_deduplicated() -> None:
+    settings = load_settings({"env_file": REPO / ".env.example"}, {"ORBIT_SOURCES": "AWS asf,aws"})
+    assert settings.orbit_sources == ("aws", "asf")
 
 
 @pytest.mark.parametrize(

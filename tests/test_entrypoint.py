@@ -19,7 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 FAKE_MAIN = """import json, os, sys
-record = {"argv": sys.argv[1:], "cwd": os.getcwd(), "home": os.environ["HOME"]}
+record = {"argv": sys.argv[1:], "cwd": os.getcwd(), "home": os.environ["HOME"],
+          "isce2": os.environ.get("ISCE2_VERSION")}
 open(os.environ["ENTRY_RECORD"], "w").write(json.dumps(record))
 sys.exit(int(os.environ.get("FAKE_MAIN_RC", "0")))
 """
@@ -48,7 +49,7 @@ def make_app(root: Path, topsapp: str | None = TOPSAPP_OK, isce: bool = True) ->
     (root / "pylib").mkdir()
     if isce:
         (root / "pylib" / "isce").mkdir()
-        (root / "pylib" / "isce" / "__init__.py").write_text("")
+        (root / "pylib" / "isce" / "__init__.py").write_text('__version__ = "2.6.4"\n')
     (root / "data").mkdir()
     return root
 
@@ -81,7 +82,13 @@ def test_entrypoint_execs_the_scheduler_with_the_arguments(tmp_path: Path) -> No
     result = run_entrypoint(app, "status", "--json", FAKE_MAIN_RC="7")
     assert result.returncode == 7, result.stderr  # the scheduler's status, through exec
     record = json.loads((app / "record.json").read_text())
-    assert record == {"argv": ["status", "--json"], "cwd": str(app), "home": str(app)}
+    assert record == {
+        "argv": ["status", "--json"],
+        "cwd": str(app),
+        "home": str(app),
+        "isce2": "2.6.4",  # the version the image got, for `plan` to show
+    }
+    assert "entrypoint: ISCE2 2.6.4" in result.stderr
     assert list((app / "data").iterdir()) == []  # the write probe cleaned up after itself
 
 

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from lxml import etree
 
-from insar_pipeline.orbits import http as orbit_http
+from insar_pipeline import _http as orbit_http
 from insar_pipeline.orbits.cdse import odata_filter, parse_odata
 from insar_pipeline.orbits.files import (
     START_MARGIN,

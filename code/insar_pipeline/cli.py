@@ -9,10 +9,16 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeAlias
 
 from insar_pipeline import __version__
 from insar_pipeline.errors import EXIT_INTERRUPTED, InputError, PipelineError
+
+if TYPE_CHECKING:
+    from insar_pipeline.inputs.config import Settings
+
+Command: TypeAlias = "Callable[[Settings, argparse.Namespace], int]"
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +127,7 @@ def _asks_help(argv: Sequence[str]) -> bool:
     return any(arg in ("-h", "--help", "--version") for arg in argv)
 
 
-def _settings_from(args: argparse.Namespace):
+def _settings_from(args: argparse.Namespace) -> Settings:
     from insar_pipeline.inputs.config import load_settings
 
     only = getattr(args, "only", None)
@@ -133,7 +139,7 @@ def _settings_from(args: argparse.Namespace):
     return load_settings(cli)
 
 
-def _secrets_of(settings) -> list[str]:
+def _secrets_of(settings: Settings) -> list[str]:
     secrets = [
         settings.opentopo_api_key,
         settings.cdse_password,
@@ -143,7 +149,7 @@ def _secrets_of(settings) -> list[str]:
     return [secret.get_secret_value() for secret in secrets if secret is not None]
 
 
-def _load_command(module_name: str, function_name: str):
+def _load_command(module_name: str, function_name: str) -> Command:
     try:
         module = importlib.import_module(f".{module_name}", __package__)
     except ModuleNotFoundError as err:

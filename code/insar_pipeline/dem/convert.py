@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, osr
 
+from insar_pipeline._io import atomic_output
 from insar_pipeline.dem.grid import EGM96, EGM2008, DemGrid
 from insar_pipeline.errors import ProvisioningError
 from insar_pipeline.isce_image import IsceDemImage, write_sidecars
@@ -219,22 +219,14 @@ def write_ellipsoid_dem(
     tiles: Sequence[Path], grid: DemGrid, geoid_grid: Path | None, raster: Path
 ) -> IsceDemImage:
     """Mosaic `tiles` onto `grid`, convert to ellipsoid heights, write raster + .vrt + .xml."""
-    partial = raster.with_name(raster.name + ".part")
-    with gdal_cache(GDAL_CACHE_BYTES):
+    with gdal_cache(GDAL_CACHE_BYTES), atomic_output(raster) as partial:
         source = _source_on_grid(tiles, grid)
         undulation = GeoidUndulation(geoid_grid, grid) if geoid_grid else None
         rows_per_block = max(1, BLOCK_PIXELS // grid.width)
-        try:
-            with partial.open("wb") as stream:
-                for first in range(0, grid.length, rows_per_block):
-                    count = min(rows_per_block, grid.length - first)
-                    _block(source, undulation, grid, first, count).tofile(stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-    partial.replace(raster)
+        with partial.open("wb") as stream:
+            for first in range(0, grid.length, rows_per_block):
+                count = min(rows_per_block, grid.length - first)
+                _block(source, undulation, grid, first, count).tofile(stream)
     image = IsceDemImage(
         width=grid.width,
         length=grid.length,
@@ -270,26 +262,16 @@ def write_coarse_dem(fine: Path, image: IsceDemImage, factor: int, raster: Path)
         raise ProvisioningError(
             f"the DEM {fine.name} is too small for a DEM {factor} times coarser"
         )
-    partial = raster.with_name(raster.name + ".part")
     rows_per_block = max(1, BLOCK_PIXELS // (image.width * factor))
     row_bytes = image.width * 4
-    try:
-        with fine.open("rb") as source, partial.open("wb") as stream:
-            for first in range(0, length, rows_per_block):
-                count = min(rows_per_block, length - first)
-                source.seek(first * factor * row_bytes)
-                fine_rows = np.fromfile(source, dtype="<f4", count=count * factor * image.width)
-                block = fine_rows.reshape(count, factor, image.width)[:, :, : width * factor]
-                means = block.reshape(count, factor, width, factor).mean(
-                    axis=(1, 3), dtype=np.float64
-                )
-                stream.write(means.astype("<f4").tobytes())
-            stream.flush()
-            os.fsync(stream.fileno())
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(raster)
+    with atomic_output(raster) as partial, fine.open("rb") as source, partial.open("wb") as stream:
+        for first in range(0, length, rows_per_block):
+            count = min(rows_per_block, length - first)
+            source.seek(first * factor * row_bytes)
+            fine_rows = np.fromfile(source, dtype="<f4", count=count * factor * image.width)
+            block = fine_rows.reshape(count, factor, image.width)[:, :, : width * factor]
+            means = block.reshape(count, factor, width, factor).mean(axis=(1, 3), dtype=np.float64)
+            stream.write(means.astype("<f4").tobytes())
     # A coarse pixel is the mean of fine pixels k*f .. k*f+f-1: its centre is (f-1)/2 further.
     shift = (factor - 1) / 2
     coarse = IsceDemImage(

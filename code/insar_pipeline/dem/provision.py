@@ -11,16 +11,14 @@ complete, so a crash costs no second download.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
+from insar_pipeline._http import HttpClient
+from insar_pipeline._io import folder_lock, remove_partials
 from insar_pipeline.dem import convert as dem_convert
 from insar_pipeline.dem.cache import SUFFIX, best_cached, existing_dems, free_path
 from insar_pipeline.dem.fetch import KEY_HINT, check_geotiff, fetch_tile, tile_url
@@ -120,7 +118,12 @@ def provision_dems(
     """
     settings.dem_dir.mkdir(parents=True, exist_ok=True)
     # GDAL caches up to 5% of RAM by default; tile checks and conversion stream, so bound it.
-    with _provision_lock(settings.dem_dir), dem_convert.gdal_cache(dem_convert.GDAL_CACHE_BYTES):
+    waiting = f"another process is provisioning DEMs in {settings.dem_dir}; waiting for it"
+    with (
+        folder_lock(settings.dem_dir / LOCK_NAME, waiting),
+        dem_convert.gdal_cache(dem_convert.GDAL_CACHE_BYTES),
+    ):
+        remove_partials(settings.dem_dir)  # under the lock: leftovers of a killed run
         plans = plan_dems(settings, pairs)
         to_build = [plan for plan in plans if not plan.cached]
         geoid_grid = _check_prerequisites(settings, to_build)
@@ -200,7 +203,8 @@ def _download_tiles(
     on_download: Callable[[Download], None] | None,
 ) -> list[Path]:
     paths = []
-    with requests.Session() as session:
+    http = HttpClient(slow=True)  # the service builds a tile before its first byte
+    try:
         for number, tile in enumerate(plan.tiles, start=1):
             path = tiles_dir / f"tile_{number:03d}.tif"
             url = tile_url(settings.opentopo_url, settings.dem_type, tile, key)
@@ -213,12 +217,14 @@ def _download_tiles(
                     continue
                 except ProvisioningError:
                     log.warning("tile %s was damaged; downloading it again", path)
-            fetched = fetch_tile(url, path, session, covers=needed)
+            fetched = fetch_tile(url, path, http, covers=needed)
             log.info("tile %d/%d: %.1f MB", number, len(plan.tiles), fetched.bytes / 1e6)
             if on_download is not None:
                 name = f"{plan.path.name} tile {number}/{len(plan.tiles)}"
                 on_download(Download(name, fetched.source, fetched.bytes, plan.path, kind="dem"))
             paths.append(path)
+    finally:
+        http.close()
     return paths
 
 
@@ -275,18 +281,3 @@ def geocode_dem(settings: Settings, dem: Path) -> Path:
         image = read_xml(dem.with_name(dem.name + ".xml")).dem_image()
         dem_convert.write_coarse_dem(dem, image, _geocode_factor(settings), coarse)
     return coarse
-
-
-@contextlib.contextmanager
-def _provision_lock(dem_dir: Path) -> Iterator[None]:
-    """One provisioning at a time per DEM folder (two runs, or workers): downloads happen once."""
-    fd = os.open(dem_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another process is provisioning DEMs in %s; waiting for it", dem_dir)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing drops the flock

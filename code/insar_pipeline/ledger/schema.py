@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from types import TracebackType
 
 from insar_pipeline.errors import InputError
 
@@ -85,7 +85,12 @@ class Transaction:
         if self.outer:
             self.conn.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self.outer:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 

@@ -9,11 +9,10 @@ pair gets (and the settings-change guard compares) is the one its finished steps
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from insar_pipeline._io import write_text
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 
@@ -45,18 +44,8 @@ def read_decisions(run_dir: Path) -> PairDecisions:
 
 
 def record_decisions(run_dir: Path, decisions: PairDecisions) -> None:
-    """Write the pair's decisions atomically (temp file in the folder, fsync, rename)."""
-    path = run_dir / DECISIONS_NAME
-    fd, temp = tempfile.mkstemp(dir=run_dir, prefix=f".{DECISIONS_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(asdict(decisions), handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(temp).replace(path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Write the pair's decisions atomically."""
+    write_text(run_dir / DECISIONS_NAME, json.dumps(asdict(decisions), indent=1))
 
 
 def pair_settings(settings: Settings, run_dir: Path) -> Settings:

@@ -63,7 +63,7 @@ def prepare_pair(
 
 def _check_inputs(pair: Pair, orbit_files: Mapping[str, Path], dem: Path) -> None:
     dem_xml = dem if dem.suffix == ".xml" else dem.with_name(dem.name + ".xml")
-    needed = [(f"product {p.name}", p.path) for p in pair.products]
+    needed: list[tuple[str, Path | None]] = [(f"product {p.name}", p.path) for p in pair.products]
     needed += [(f"orbit file of {p.name}", orbit_files.get(p.name)) for p in pair.products]
     needed.append(("DEM sidecar", dem_xml))
     for what, path in needed:

@@ -27,6 +27,7 @@ from insar_pipeline.pair.job import (
     LOGS_DIR,
     PairJob,
     PairResult,
+    PairStatus,
     PhaseEvent,
     PhaseGate,
     next_log_number,
@@ -57,28 +58,34 @@ def run_pair(
     run = _PairRun(job, on_event, gate, stop)
     problem = run.preflight()
     if problem:
-        return run.result("failed", error=problem)
+        return run.result(PairStatus.FAILED, error=problem)
     for phase in remaining_phases(job.run_dir, job.phases):
         if TOPO in phase.steps():
             if job.wait_for_geometry and not job.geometry_donors and phase.first == TOPO:
-                return run.result("waiting")  # the scheduler resubmits it with a donor
+                return run.result(PairStatus.WAITING)  # the scheduler resubmits it with a donor
             left = take_geometry(job, phase, on_event)
             if left is None:
                 continue
             phase = left
         status, verdict, text = run.phase(phase)
-        if status != "done":
+        if status != PairStatus.DONE:
             count = run.attempts.get(phase.name, 0)
-            error = "interrupted" if status == "interrupted" else verdict.reason
+            error = "interrupted" if status == PairStatus.INTERRUPTED else verdict.reason
             summary = f"{phase.name}: {error} ({count} attempt{'s' * (count != 1)})"
             return run.result(status, error=summary, tail_text=text, failed_phase=phase.name)
-    return run.result("done", cleaned=run.clean())
+    return run.result(PairStatus.DONE, cleaned=run.clean())
 
 
 class _PairRun:
     """One call of run_pair: its environment, counters and the attempt loop."""
 
-    def __init__(self, job: PairJob, on_event, gate: PhaseGate | None, stop) -> None:
+    def __init__(
+        self,
+        job: PairJob,
+        on_event: Callable[[PhaseEvent], None],
+        gate: PhaseGate | None,
+        stop: threading.Event | None,
+    ) -> None:
         self.job, self.on_event, self.gate, self.stop = job, on_event, gate, stop
         self.attempts: dict[str, int] = {}
         self.walls: dict[str, float] = {}
@@ -104,7 +111,7 @@ class _PairRun:
         self.argv = [executable, *argv[1:]]
         return None
 
-    def phase(self, phase: Phase) -> tuple[str, Verdict, str]:
+    def phase(self, phase: Phase) -> tuple[PairStatus, Verdict, str]:
         """Attempts of one phase until done, fatal, out of retries or stopped.
 
         Returns (status, verdict of the last attempt, tail of its log).
@@ -113,9 +120,9 @@ class _PairRun:
         while True:
             todo = remaining_phases(self.job.run_dir, [phase])
             if not todo:  # the last attempt was killed after writing its last checkpoint
-                return "done", Verdict(True), ""
+                return PairStatus.DONE, Verdict(True), ""
             if not self._acquire(phase):
-                return "interrupted", Verdict(False), ""
+                return PairStatus.INTERRUPTED, Verdict(False), ""
             self.attempts[phase.name] = self.attempts.get(phase.name, 0) + 1
             try:
                 verdict, text, stopped = self.attempt(phase, todo[0], number)
@@ -123,11 +130,11 @@ class _PairRun:
                 if self.gate is not None:
                     self.gate.release(self.job.pair_id, phase)
             if stopped:
-                return "interrupted", verdict, tail(text)
+                return PairStatus.INTERRUPTED, verdict, tail(text)
             if verdict.ok:
-                return "done", verdict, ""
+                return PairStatus.DONE, verdict, ""
             if not verdict.transient or self.attempts[phase.name] > self.job.max_retries:
-                return "failed", verdict, tail(text)
+                return PairStatus.FAILED, verdict, tail(text)
             backoff = self.job.retry_backoff_s * 2 ** (self.attempts[phase.name] - 1)
             log.info(
                 "%s: retry %d of %d in %.3g s",
@@ -138,7 +145,7 @@ class _PairRun:
                 extra={**self.extra, "phase": phase.name},
             )
             if self._stopped_within(backoff):
-                return "interrupted", verdict, tail(text)
+                return PairStatus.INTERRUPTED, verdict, tail(text)
             number += 1
 
     def _acquire(self, phase: Phase) -> bool:
@@ -272,7 +279,7 @@ class _PairRun:
 
     def result(
         self,
-        status: str,
+        status: PairStatus,
         *,
         error: str | None = None,
         tail_text: str | None = None,

@@ -7,23 +7,24 @@ downloads, and per finished pair its quicklooks (embedded as base64 PNGs; the fi
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from insar_pipeline._io import write_text
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
-from insar_pipeline.ledger.store import Ledger, PairRow
+from insar_pipeline.ledger.store import Ledger, PairRow, Record
 from insar_pipeline.logs import mask_secrets
+from insar_pipeline.pair.job import PairStatus
 from insar_pipeline.report.quicklook import Quicklook, render_quicklooks
-from insar_pipeline.run.dispatch import format_duration
+from insar_pipeline.report.text import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ pre{background:#f6f6f6;padding:.5em;max-width:100em;overflow-x:auto;font-size:85
 """
 
 
-def report_command(settings: Settings, args: Any) -> int:
+def report_command(settings: Settings, args: argparse.Namespace) -> int:
     path = write_report(settings)
     sys.stdout.write(f"{path}\n")
     return 0
@@ -59,14 +60,14 @@ def write_report(settings: Settings) -> Path:
             phase_logs = {
                 row.pair_id: ledger.phase_rows(row.pair_id)
                 for row in rows
-                if row.status == "failed"
+                if row.status == PairStatus.FAILED
             }
         finally:
             ledger.close()
     looks = {
         row.pair_id: render_quicklooks(settings.run_dir(row.pair_id), row.pair_id)
         for row in rows
-        if row.status == "done" and settings.run_dir(row.pair_id).is_dir()
+        if row.status == PairStatus.DONE and settings.run_dir(row.pair_id).is_dir()
     }
     page = render_html(
         run,
@@ -78,16 +79,17 @@ def write_report(settings: Settings) -> Path:
         active=lock_holder(runs_dir) not in (None, os.getpid()),
     )
     path = runs_dir / REPORT_NAME
-    _write_atomic(path, page)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, page)
     log.info("report written: %s", path)
     return path
 
 
 def render_html(
-    run: dict[str, Any] | None,
+    run: Record | None,
     rows: Sequence[PairRow],
-    downloads: Sequence[dict],
-    phase_logs: dict[str, list[dict]],
+    downloads: Sequence[Record],
+    phase_logs: dict[str, list[Record]],
     looks: dict[str, list[Quicklook]],
     runs_dir: Path,
     active: bool = False,
@@ -110,23 +112,25 @@ def render_html(
     return "\n".join(parts)
 
 
-def _summary(run: dict[str, Any] | None, rows: Sequence[PairRow]) -> str:
+def _summary(run: Record | None, rows: Sequence[PairRow]) -> str:
     counts = {
         state: sum(row.status == state for row in rows)
-        for state in ("done", "failed", "running", "pending")
+        for state in (PairStatus.DONE, PairStatus.FAILED, PairStatus.RUNNING, PairStatus.PENDING)
     }
     totals = ", ".join(f"<span class='{k}'>{v} {k}</span>" for k, v in counts.items())
     if run is None:
         return f"<h2>Summary</h2><p>No run yet. {len(rows)} pairs: {totals}</p>"
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started"]))
-    wall = format_duration((run["ended"] or time.time()) - run["started"])
+    began = float(str(run["started"]))
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(began))
+    wall = format_duration((float(str(run["ended"])) if run["ended"] else time.time()) - began)
     return (
         "<h2>Summary</h2><table>"
         f"<tr><th>last run</th><td>#{run['id']}: {_e(run['status'])}, "
         f"exit {_e(run['exit_code'])}</td></tr>"
         f"<tr><th>started</th><td>{_e(started)} (wall {_e(wall)})</td></tr>"
         f"<tr><th>parallelism</th><td>{_e(run['workers'])} workers × {_e(run['omp_threads'])} "
-        f"threads, {float(run['budget_gb']):.1f} GB memory budget ({_e(run['executor'])})</td></tr>"
+        f"threads, {float(str(run['budget_gb'])):.1f} GB memory budget "
+        f"({_e(run['executor'])})</td></tr>"
         f"<tr><th>pairs</th><td>{len(rows)}: {totals}</td></tr>"
         f"{_geometry_summary(rows)}</table>"
     )
@@ -167,7 +171,7 @@ def _pairs_table(rows: Sequence[PairRow]) -> str:
 
 
 def _failures(rows: Sequence[PairRow], phase_logs: dict[str, list[dict]], runs_dir: Path) -> str:
-    failed = [row for row in rows if row.status == "failed"]
+    failed = [row for row in rows if row.status == PairStatus.FAILED]
     if not failed:
         return "<h2>Failures</h2><p>None.</p>"
     lines = [
@@ -184,11 +188,11 @@ def _failures(rows: Sequence[PairRow], phase_logs: dict[str, list[dict]], runs_d
     return "\n".join(lines) + "</table>"
 
 
-def _log_tail(phases: list[dict], run_dir: Path) -> str | None:
+def _log_tail(phases: list[Record], run_dir: Path) -> str | None:
     """The last lines of the newest phase log with a path (when the runner sent no tail)."""
     for phase in reversed(phases):
         if phase.get("log_path"):
-            path = Path(phase["log_path"])
+            path = Path(str(phase["log_path"]))
             path = path if path.is_absolute() else run_dir / path
             try:
                 return "\n".join(path.read_text(errors="replace").splitlines()[-TAIL_LINES:])
@@ -241,18 +245,5 @@ def _size(count: int | None) -> str:
     return f"{value:.1f} TB"
 
 
-def _e(value: Any) -> str:
+def _e(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(temp).chmod(0o644)  # mkstemp makes 0600
-        Path(temp).replace(path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

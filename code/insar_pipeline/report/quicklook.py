@@ -8,12 +8,12 @@ about `TARGET_PX` on its longer side, written atomically to `<run dir>/quicklook
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from insar_pipeline._io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -151,15 +151,8 @@ def draw_png(
     colorbar = figure.colorbar(image, ax=axes)
     colorbar.set_label(view.units)
     png.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png")
-        Path(temp).chmod(0o644)  # mkstemp makes 0600; a quicklook is for everyone who reads the run
-        Path(temp).replace(png)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_output(png) as temporary:
+        figure.savefig(temporary, format="png")
 
 
 def _limits(data: np.ndarray, kind: str) -> tuple[float, float]:

@@ -32,31 +32,67 @@ as pending: a rerun resumes it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
-from insar_pipeline.ledger.store import Ledger, PairRow, ledger_path
-from insar_pipeline.run.dispatch import format_duration, text_table
+from insar_pipeline.ledger.store import Ledger, PairRow, Record, SqlValue, ledger_path
+from insar_pipeline.pair.job import PairStatus
+from insar_pipeline.report.text import format_duration, text_table
 
 log = logging.getLogger(__name__)
 
 JSON_SCHEMA = 1
-STATES = ("done", "failed", "running", "pending")
+STATES = (PairStatus.DONE, PairStatus.FAILED, PairStatus.RUNNING, PairStatus.PENDING)
 
 
-def collect_status(runs_dir: Path, now: float | None = None) -> dict[str, Any]:
+class RunEntry(TypedDict):
+    id: int | None
+    status: str
+    started: str | None
+    ended: str | None
+    exit_code: int | None
+    workers: int | None
+    omp_threads: int | None
+    budget_gb: float | None
+
+
+class PairEntry(TypedDict):
+    pair: str
+    state: PairStatus
+    phase: str | None
+    attempts: int
+    wall_s: float
+    phases_done: list[str]
+    phases_total: int | None
+    error: str | None
+    cleaned_bytes: list[int] | None
+    geometry_from: str | None
+
+
+class StatusDocument(TypedDict):
+    schema: int
+    ledger: str | None
+    active: bool
+    pid: int | None
+    run: RunEntry | None
+    totals: dict[str, int]
+    pairs: list[PairEntry]
+
+
+def collect_status(runs_dir: Path, now: float | None = None) -> StatusDocument:
     """The status document (see the module docstring) of the data folder's runs."""
     now = time.time() if now is None else now
     holder = lock_holder(runs_dir)
     active = holder is not None
-    document: dict[str, Any] = {
+    document: StatusDocument = {
         "schema": JSON_SCHEMA,
         "ledger": None,
         "active": active,
@@ -84,28 +120,36 @@ def collect_status(runs_dir: Path, now: float | None = None) -> dict[str, Any]:
     return document
 
 
-def _run_entry(run: dict[str, Any], active: bool) -> dict[str, Any]:
-    status = run["status"]
+def _run_entry(run: Record, active: bool) -> RunEntry:
+    status = str(run["status"])
     if status == "running" and not active:
         status = "crashed"
     return {
-        "id": run["id"],
+        "id": _int(run["id"]),
         "status": status,
-        "started": _iso(run["started"]),
-        "ended": _iso(run["ended"]),
-        "exit_code": run["exit_code"],
-        "workers": run["workers"],
-        "omp_threads": run["omp_threads"],
-        "budget_gb": run["budget_gb"],
+        "started": _iso(_float(run["started"])),
+        "ended": _iso(_float(run["ended"])),
+        "exit_code": _int(run["exit_code"]),
+        "workers": _int(run["workers"]),
+        "omp_threads": _int(run["omp_threads"]),
+        "budget_gb": _float(run["budget_gb"]),
     }
 
 
-def _pair_entry(row: PairRow, active: bool, now: float) -> dict[str, Any]:
-    state = row.status if row.status in STATES else "pending"
+def _int(value: SqlValue) -> int | None:
+    return None if value is None else int(str(value))
+
+
+def _float(value: SqlValue) -> float | None:
+    return None if value is None else float(str(value))
+
+
+def _pair_entry(row: PairRow, active: bool, now: float) -> PairEntry:
+    state = row.status if row.status in STATES else PairStatus.PENDING
     wall = row.wall_s or 0.0
-    if state == "running" and not active:
-        state = "pending"
-    elif state == "running" and row.running_since is not None:
+    if state == PairStatus.RUNNING and not active:
+        state = PairStatus.PENDING
+    elif state == PairStatus.RUNNING and row.running_since is not None:
         wall += max(0.0, now - row.running_since)
     cleaned = None
     if row.bytes_before_clean is not None and row.bytes_after_clean is not None:
@@ -113,12 +157,12 @@ def _pair_entry(row: PairRow, active: bool, now: float) -> dict[str, Any]:
     return {
         "pair": row.pair_id,
         "state": state,
-        "phase": row.phase if state in ("running", "failed") else None,
+        "phase": row.phase if state in (PairStatus.RUNNING, PairStatus.FAILED) else None,
         "attempts": row.attempts or 0,
         "wall_s": round(wall, 1),
         "phases_done": list(row.phases_done),
         "phases_total": row.phases_total,
-        "error": row.error if state == "failed" else None,
+        "error": row.error if state == PairStatus.FAILED else None,
         "cleaned_bytes": cleaned,
         "geometry_from": row.geometry_from,
     }
@@ -130,7 +174,7 @@ def _iso(seconds: float | None) -> str | None:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def render_status(document: dict[str, Any]) -> str:
+def render_status(document: StatusDocument) -> str:
     """The human table: pair, state, phase, attempts, wall time, error; then totals."""
     if document["ledger"] is None:
         return "no run yet: `run` starts one"
@@ -164,15 +208,15 @@ def render_status(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _progress(entry: dict[str, Any]) -> str:
+def _progress(entry: PairEntry) -> str:
     reused = f"geometry from {entry['geometry_from']}" if entry["geometry_from"] else ""
-    if entry["state"] in ("done", "failed") or not entry["phases_total"]:
+    if entry["state"] in (PairStatus.DONE, PairStatus.FAILED) or not entry["phases_total"]:
         return reused
     done = f"({len(entry['phases_done'])}/{entry['phases_total']} phases done)"
     return f"{done}, {reused}" if reused else done
 
 
-def status_command(settings: Settings, args: Any) -> int:
+def status_command(settings: Settings, args: argparse.Namespace) -> int:
     document = collect_status(settings.runs_dir)
     if getattr(args, "json", False):
         sys.stdout.write(json.dumps(document, indent=2) + "\n")

@@ -18,9 +18,10 @@ from typing import Any
 from insar_pipeline.errors import Interrupted, PipelineError
 from insar_pipeline.georeuse.link import clean_holding
 from insar_pipeline.georeuse.plan import topo_phase
-from insar_pipeline.georeuse.run import GeometrySharing
 from insar_pipeline.inputs.config import Settings
+from insar_pipeline.ledger.reconcile import reconcile
 from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.report.text import format_duration, text_table
 from insar_pipeline.run.budget import (
     Machine,
     MemoryBudget,
@@ -33,10 +34,9 @@ from insar_pipeline.run.dispatch import (
     PairPlan,
     dispatch_order,
     exit_code_of,
-    format_duration,
     plan_pair,
-    text_table,
 )
+from insar_pipeline.run.geometry import GeometrySharing
 from insar_pipeline.run.progress import Progress
 from insar_pipeline.run.signals import StopRequest
 from insar_pipeline.topsapp.clean import clean_pair
@@ -165,7 +165,8 @@ class Coordinator:
             unlist_others=not self.settings.only,
         )
         recorded = {row.pair_id: row.status for row in self.ledger.pairs(listed_only=False)}
-        self.ledger.reconcile(
+        reconcile(
+            self.ledger,
             {plan.pair_id: plan.phases_done for plan in plans},
             [phase.name for phase in self.phases],
         )

@@ -144,11 +144,11 @@ class LocalExecutor(Executor):
 
 
 def _failed_result(pair_id: str, status: str, error: str) -> PairResult:
-    from insar_pipeline.pair.job import PairResult
+    from insar_pipeline.pair.job import PairResult, PairStatus
 
     return PairResult(
         pair_id=pair_id,
-        status=status,
+        status=PairStatus(status),
         phases_done=(),
         attempts={},
         error=error,

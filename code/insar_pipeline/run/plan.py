@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PairPlan:
+class PairPreview:
     """What `run` would do for one pair."""
 
     pair: Pair
@@ -45,7 +45,7 @@ class Plan:
     pairs_file: Path
     data_dir: Path
     settings: tuple[tuple[str, str], ...]  # (label, value) lines of the settings that matter
-    pairs: tuple[PairPlan, ...]
+    pairs: tuple[PairPreview, ...]
     orbits: Mapping[str, str] = field(default_factory=dict)  # scene name -> cached / source
     dems: tuple[DemPlan, ...] = ()
     blockers: tuple[str, ...] = ()  # what would stop provisioning (missing key, geoid grid)
@@ -79,7 +79,7 @@ def build_plan(
         pairs_file=settings.pairs_file,
         data_dir=settings.data_dir,
         settings=_settings_summary(settings),
-        pairs=tuple(PairPlan(pair, left.get(pair.id, table), len(table)) for pair in pairs),
+        pairs=tuple(PairPreview(pair, left.get(pair.id, table), len(table)) for pair in pairs),
         orbits=dict(orbits or {}),
         dems=dems,
         blockers=blockers,
@@ -159,7 +159,7 @@ def _render_dems(dems: tuple[DemPlan, ...]) -> list[str]:
     return lines
 
 
-def _render_pair(item: PairPlan, pairs_file: Path, orbits: Mapping[str, str]) -> list[str]:
+def _render_pair(item: PairPreview, pairs_file: Path, orbits: Mapping[str, str]) -> list[str]:
     pair = item.pair
     days = (pair.secondary.date - pair.reference.date).days
     where = f"{pairs_file}:{pair.line}" if pair.line else "generated"
@@ -172,7 +172,7 @@ def _render_pair(item: PairPlan, pairs_file: Path, orbits: Mapping[str, str]) ->
     ]
 
 
-def _render_phases(item: PairPlan) -> str:
+def _render_phases(item: PairPreview) -> str:
     if not item.phases:
         return "none left: the pair is done"
     names = " ".join(phase.name for phase in item.phases)

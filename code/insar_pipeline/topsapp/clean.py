@@ -15,6 +15,7 @@ import argparse
 import fnmatch
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def _clean(run_dir: Path, level: str, hold: tuple[str, ...] = ()) -> tuple[dict,
     return before, after, removed
 
 
-def _entries(run_dir: Path):
+def _entries(run_dir: Path) -> Iterator[tuple[Path, str]]:
     """(path, relative path) of every file and symlink under run_dir, links not followed."""
     for root, folders, files in os.walk(run_dir):  # followlinks=False: never leaves the pair
         base = Path(root)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from lxml import etree
 
+from insar_pipeline._io import atomic_output, write_bytes
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product
-from insar_pipeline.isce_image import atomic_write
 
 XML_NAME = "topsApp.xml"
 ORBIT_DIR = "orbits"
@@ -126,7 +126,7 @@ def store_if_changed(path: Path, data: bytes) -> bool:
     """Write data atomically unless the file already holds exactly it; True when written."""
     if path.is_file() and path.read_bytes() == data:
         return False
-    atomic_write(path, data)
+    write_bytes(path, data)
     return True
 
 
@@ -144,13 +144,12 @@ def link_orbit_files(orbit_dir: Path, files: list[Path]) -> None:
         target = orbit_dir / name
         if target.exists() and _same_file(source, target):
             continue
-        temporary = orbit_dir / f".{name}.part"
-        temporary.unlink(missing_ok=True)
-        try:
-            os.link(source, temporary)
-        except OSError:
-            shutil.copy2(source, temporary)
-        temporary.replace(target)
+        with atomic_output(target, mode=None) as temporary:  # a hard link shares the mode
+            temporary.unlink()
+            try:
+                os.link(source, temporary)
+            except OSError:
+                shutil.copy2(source, temporary)
 
 
 def read_properties(data: bytes) -> dict[str, str]:
@@ -211,8 +210,9 @@ class RunFacts:
 def run_facts(properties: Mapping[str, str]) -> RunFacts:
     """Read the facts from flattened properties with ISCE's defaults and boolean rules."""
     swaths = _isce_value(properties.get("swaths", "")) or [1, 2, 3]
+    listed = swaths if isinstance(swaths, list | tuple) else [swaths]
     return RunFacts(
-        swaths=tuple(int(swath) for swath in swaths),
+        swaths=tuple(int(str(swath)) for swath in listed),
         reference_dir=properties.get("reference.outputdirectory", "reference"),
         secondary_dir=properties.get("secondary.outputdirectory", "secondary"),
         do_unwrap=bool(_isce_value(properties.get("dounwrap", "False"))),
