@@ -59,6 +59,16 @@ def real_path(*parts: str) -> Path:
     return path
 
 
+ISCE_DOUBLE_DIR = Path(__file__).resolve().parent / "isce_double"
+
+
+@pytest.fixture(autouse=True)
+def topsapp_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`topsApp.py` (the double) on PATH, as in the image: the preflight of `run` and `plan`
+    refuses a TOPSAPP that does not resolve, and most tests keep the default TOPSAPP."""
+    monkeypatch.setenv("PATH", f"{ISCE_DOUBLE_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """../shared/realdata, or skip."""

@@ -10,10 +10,17 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from insar_pipeline import __version__
-from insar_pipeline.errors import EXIT_INTERRUPTED, InputError, PipelineError
+from insar_pipeline.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    InputError,
+    InternalError,
+    PipelineError,
+)
 
 if TYPE_CHECKING:
     from insar_pipeline.inputs.config import Settings
@@ -92,18 +99,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     from insar_pipeline.logs import configure_logging
 
     configure_logging(verbose=bool(getattr(args, "verbose", False)))
+    settings = None
     try:
         settings = _settings_from(args)
         configure_logging(verbose=settings.verbose, secrets=_secrets_of(settings))
         module_name, function_name, _ = COMMANDS[args.command]
         command = _load_command(module_name, function_name)
         return int(command(settings, args))
+    except InternalError as err:
+        return _internal_error(args, settings, err)
     except PipelineError as err:
         log.error("%s", err)  # noqa: TRY400 (a message for the user, never a traceback)
         return err.exit_code
     except KeyboardInterrupt:
         log.error("interrupted; rerun the same command to resume")  # noqa: TRY400
         return EXIT_INTERRUPTED
+    except Exception as err:  # not expected: a full disk, a broken ledger, a bug
+        return _internal_error(args, settings, err)
+
+
+def _internal_error(args: argparse.Namespace, settings: object, err: Exception) -> int:
+    """One line on stderr naming what failed; the traceback only in data/runs/pipeline.log."""
+    from insar_pipeline.logs import write_traceback
+
+    runs_dir = (
+        getattr(settings, "runs_dir", None) or Path(getattr(args, "data_dir", "data")) / "runs"
+    )
+    where = write_traceback(runs_dir, f"internal error in `{args.command}`", err)
+    what = str(err) if isinstance(err, InternalError) else f"{type(err).__name__}: {err}"
+    log.error(  # noqa: TRY400 (the traceback goes to the file, not the terminal)
+        "internal error in `%s`: %s; the traceback is in %s (a bug unless it is a full disk "
+        "or a damaged file: please report it)",
+        args.command,
+        what,
+        where or "no file: it could not be written",
+    )
+    return EXIT_INTERNAL
 
 
 # Common options that take a value: the word after them is that value, not a command.

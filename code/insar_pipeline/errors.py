@@ -10,6 +10,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_PAIR_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3  # an error the pipeline did not expect: traceback in data/runs/pipeline.log
 EXIT_INTERRUPTED = 130
 
 
@@ -43,6 +44,13 @@ class RunLockedError(PipelineError):
     """Another `run` holds the data folder's lock."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class InternalError(PipelineError):
+    """An error the pipeline did not expect (a full disk, a broken ledger, a bug), wrapped with
+    the stage it stopped; its cause's traceback goes to data/runs/pipeline.log only."""
+
+    exit_code = EXIT_INTERNAL
 
 
 class Interrupted(PipelineError):

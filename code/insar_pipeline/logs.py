@@ -108,3 +108,34 @@ def attach_pipeline_log(runs_dir: Path) -> Path:
     handler.addFilter(SecretMaskFilter())
     root.addHandler(handler)
     return path
+
+
+def write_traceback(runs_dir: Path, what: str, err: BaseException) -> Path | None:
+    """Log `err` with its traceback to runs_dir/pipeline.log only (never to stderr); the path
+    written, or None when the file cannot be written (a full disk, a read-only folder)."""
+    path = runs_dir / "pipeline.log"
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        handler = _QuietFileHandler(path, encoding="utf-8")
+    except OSError:
+        return None
+    handler.setFormatter(JsonLinesFormatter())
+    handler.addFilter(SecretMaskFilter())
+    record = logging.getLogger("insar_pipeline").makeRecord(
+        "insar_pipeline", logging.ERROR, __file__, 0, "%s: %r", (what, err),
+        (type(err), err, err.__traceback__),
+    )  # fmt: skip
+    try:
+        handler.handle(record)
+    finally:
+        handler.close()
+    return None if handler.failed else path
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """A file handler that notes a failed write instead of printing a traceback to stderr."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self.failed = True

@@ -274,6 +274,21 @@ class Ledger:
             ended=time.time(),
         )
 
+    def abandon_running(self, run_id: int, error: str) -> list[str]:
+        """After the run itself failed: its open phase attempts end failed and its "running"
+        pairs become "failed" with `error` (a rerun resumes them); returns those pair ids."""
+        now = time.time()
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE phases SET ended=?, ok=0, transient=1, error=?,"
+                " wall_s=ROUND(? - started, 3) WHERE run_id=? AND ended IS NULL",
+                (now, error, now, run_id),
+            )
+            rows = self.conn.execute("SELECT pair_id FROM pairs WHERE status='running'").fetchall()
+            for (pair_id,) in rows:
+                self.fail_pair(run_id, pair_id, error)
+        return [pair_id for (pair_id,) in rows]
+
     def record_download(self, run_id: int, download: Download) -> None:
         self.conn.execute(
             "INSERT INTO downloads (run_id, time, kind, name, source, bytes, path)"

@@ -91,6 +91,10 @@ class PairResult:
     geometry_from: str | None = None  # the pair whose geometry this one took (hard links)
 
 
+# What an executor hands the coordinator: events while a pair runs, then its one result.
+Message = PhaseEvent | PairResult
+
+
 class PhaseGate(Protocol):
     """The scheduler's memory budget."""
 

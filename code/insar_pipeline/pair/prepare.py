@@ -2,7 +2,9 @@
 
 The folder gets `logs/`, a private `orbits/` folder and `topsApp.xml`. A rerun with unchanged
 settings rewrites nothing; settings that changed after topsApp already used them would mix two
-configurations in one product, so they are refused with what to do instead.
+configurations in one product, so they are refused with what to do instead. `spoiling_change`
+is that check on its own: the run's preflight asks it of every pair before anything is
+downloaded, and excludes (only) the pairs it refuses.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from insar_pipeline.dem.provision import geocode_dem_path
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
@@ -43,8 +46,10 @@ def prepare_pair(
     _check_inputs(pair, orbit_files, dem)
     (run_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
     finished = finished_steps(run_dir)
-    data = topsapp_xml(settings, pair, run_dir, dem)
-    _refuse_spoiling_changes(settings, pair, run_dir / XML_NAME, data, finished)
+    data = pair_xml(settings, pair, run_dir, dem)
+    refused = _spoiling(settings, pair, run_dir / XML_NAME, data, finished)
+    if refused:
+        raise InputError(refused)
     _link_orbits(pair, run_dir, orbit_files, finished)
     store_if_changed(run_dir / XML_NAME, data)
     return PairJob(
@@ -71,12 +76,36 @@ def _check_inputs(pair: Pair, orbit_files: Mapping[str, Path], dem: Path) -> Non
             raise InputError(f"pair {pair.id}: {what} is missing ({path or 'none chosen'})")
 
 
-def _refuse_spoiling_changes(
+def pair_xml(settings: Settings, pair: Pair, run_dir: Path, dem: Path) -> bytes:
+    """The pair's topsApp.xml for these (the pair's own) settings and its DEM (pure): the
+    geocoding DEM is the coarse one when GEOCODE_DEM_ARCSEC asks for it."""
+    return topsapp_xml(settings, pair, run_dir, dem, geocode_dem_path(settings, dem))
+
+
+def spoiling_change(settings: Settings, pair: Pair, dem: Path) -> str | None:
+    """Why the pair's finished steps forbid its new topsApp.xml, or None (nothing written).
+
+    `settings` are the run's; the pair's own decisions are applied here. `dem` is the DEM the
+    pair will get (from DEM planning, before any download).
+    """
+    run_dir = settings.run_dir(pair.id).resolve()
+    finished = finished_steps(run_dir)
+    xml = run_dir / XML_NAME
+    if not finished or not xml.is_file():
+        return None
+    try:
+        own = pair_settings(settings, run_dir)
+        return _spoiling(own, pair, xml, pair_xml(own, pair, run_dir, dem), finished)
+    except InputError as err:
+        return str(err)
+
+
+def _spoiling(
     settings: Settings, pair: Pair, xml: Path, data: bytes, finished: tuple[str, ...]
-) -> None:
+) -> str | None:
     existing = xml.read_bytes() if finished and xml.is_file() else data
     if existing == data:
-        return
+        return None
     redo = (
         f"delete {settings.run_dir(pair.id)} (or move it) to redo it with the new settings, "
         "or restore the old value"
@@ -84,12 +113,12 @@ def _refuse_spoiling_changes(
     try:
         old = read_properties(existing)
     except ValueError as err:
-        raise InputError(f"pair {pair.id}: {xml} is {err}; {redo}") from None
+        return f"pair {pair.id}: {xml} is {err}; {redo}"
     changes = setting_changes(old, read_properties(data))
     spoiling = [change for change in changes if change.step in finished]
     if spoiling:
         described = "; ".join(change.describe() for change in spoiling)
-        raise InputError(
+        return (
             f"pair {pair.id}: settings changed since its steps up to {finished[-1]} finished: "
             f"{described}. To avoid mixing results, {redo}"
         )
@@ -100,6 +129,7 @@ def _refuse_spoiling_changes(
             change.describe(),
             extra={"pair": pair.id},
         )
+    return None
 
 
 def _link_orbits(

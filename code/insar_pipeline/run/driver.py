@@ -1,39 +1,46 @@
-"""`run`: validate, lock, provision once, prepare, dispatch every pair in parallel, report.
+"""`run`: validate → preflight → lock → provision → prepare → dispatch → summarise → report.
 
-`run_pipeline` reads as its stages; `coordinator.Coordinator` does the work after the lock.
+`run_pipeline` reads as its stages, each one named call: `validate` and `preflight`
+(run/preflight.py, shared with `plan`) find every problem before anything is downloaded or
+written; the `Coordinator` (run/coordinator.py) does the stages after the lock. A stage of
+another concern plugs in as one more line here (e.g. search and download before `validate`, a
+time series after `report`).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
+from insar_pipeline.download import Download
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
+from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.ledger.lock import RunLock
 from insar_pipeline.ledger.store import Ledger
 from insar_pipeline.logs import attach_pipeline_log
-from insar_pipeline.run.budget import (
-    Machine,
-    MemoryBudget,
-    Parallelism,
-    detect_cores,
-    detect_memory_gb,
-    plan_parallelism,
+from insar_pipeline.pair.job import PairJob
+from insar_pipeline.run.budget import MemoryBudget, Parallelism
+from insar_pipeline.run.coordinator import (
+    Coordinator,
+    MakeExecutor,
+    PrepareFn,
+    Provision,
+    ProvisionFn,
+    RunSummary,
 )
-from insar_pipeline.run.coordinator import Coordinator, Provision, RunSummary
-from insar_pipeline.run.dask.cluster import validate_settings
 from insar_pipeline.run.local import Executor, LocalExecutor
+from insar_pipeline.run.preflight import preflight, validate
 from insar_pipeline.run.progress import Progress
 from insar_pipeline.run.signals import StopRequest
 
 log = logging.getLogger(__name__)
 
 
-def run_command(settings: Settings, args: Any) -> int:
+def run_command(settings: Settings, args: argparse.Namespace) -> int:
     """The `run` command of the CLI."""
     from insar_pipeline.acquire.stage import prepare_inputs
 
@@ -44,38 +51,38 @@ def run_command(settings: Settings, args: Any) -> int:
 def run_pipeline(
     settings: Settings,
     *,
-    provision: Callable[..., Provision] | None = None,
-    prepare: Callable[..., Any] | None = None,
-    make_executor: Callable[[Settings, Parallelism, MemoryBudget], Executor] | None = None,
+    provision: ProvisionFn | None = None,
+    prepare: PrepareFn | None = None,
+    make_executor: MakeExecutor | None = None,
     progress: Progress | None = None,
     report: bool = True,
 ) -> RunSummary:
     """Process every pair of pairs.txt (or --only); the keyword hooks let tests swap a stage
     (`report=False` leaves report.html to a later `report`, as benchmarks do)."""
-    from insar_pipeline.inputs.pairs import load_pairs
-    from insar_pipeline.topsapp.steps import phase_table, validate_phase_table
-
-    pairs = load_pairs(settings)
-    phases = phase_table(settings.ionosphere)
-    validate_phase_table(phases)
-    machine = Machine(
-        cores=settings.cores or detect_cores(),
-        memory_gb=settings.memory_total_gb or detect_memory_gb(),
-    )
-    plan_parallelism(
-        machine, settings.workers, settings.memory_per_worker_gb, settings.memory_reserve_gb
-    )  # bad figures: exit 2 before the lock
-    validate_settings(settings)  # bad DASK_* keys too, before any orbit or DEM is fetched
+    checked = preflight(settings, validate(settings))  # exit 2 here: nothing downloaded
+    for warning in checked.warnings:
+        log.warning("%s", warning)
     with RunLock(settings.runs_dir), StopRequest() as stop, _pipeline_log(settings.runs_dir):
         ledger = Ledger.open_writer(settings.runs_dir)
-        run = Coordinator(settings, pairs, phases, machine, ledger, stop, progress or Progress())
-        run.write_report = report
+        run = Coordinator(
+            settings,
+            checked,
+            ledger,
+            stop,
+            provision_inputs=provision or provision_inputs,
+            prepare_job=prepare or prepare_job,
+            make_executor=make_executor or create_executor,
+            progress=progress or Progress(),
+            write_report=report,
+        )
         try:
-            return run.execute(
-                provision or provision_inputs,
-                prepare or _default_prepare,
-                make_executor or create_executor,
-            )
+            with run.recorded():
+                run.start()
+                provided = run.provision()
+                jobs = run.prepare(provided)
+                run.dispatch(jobs)
+                summary = run.summarise()
+            return run.report(summary)
         finally:
             run.progress.close()
             ledger.close()
@@ -95,7 +102,9 @@ def _pipeline_log(runs_dir: Path) -> Iterator[None]:
             handler.close()
 
 
-def provision_inputs(settings: Settings, pairs: Sequence[Any], on_download: Callable) -> Provision:
+def provision_inputs(
+    settings: Settings, pairs: Sequence[Pair], on_download: Callable[[Download], None]
+) -> Provision:
     """Orbits for every scene and the DEMs, once for the whole run (SPEC.md section 5)."""
     from insar_pipeline.dem.provision import provision_dems
     from insar_pipeline.orbits.provision import provision_orbits
@@ -118,9 +127,10 @@ def create_executor(settings: Settings, parallelism: Parallelism, gate: MemoryBu
     raise InputError(f"EXECUTOR={settings.executor} is not known (local or dask)")
 
 
-def _default_prepare(
-    settings: Settings, pair: Any, orbit_files: Mapping[str, Path], dem: Path, omp_threads: int
-) -> Any:
+def prepare_job(
+    settings: Settings, pair: Pair, orbit_files: Mapping[str, Path], dem: Path, omp_threads: int
+) -> PairJob:
+    """The pair's folder made ready and its job (pair/prepare.py)."""
     from insar_pipeline.pair.prepare import prepare_pair
 
     return prepare_pair(settings, pair, orbit_files, dem, omp_threads)

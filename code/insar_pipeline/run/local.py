@@ -21,15 +21,23 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Union
+from typing import Protocol
 
 from insar_pipeline.errors import Interrupted
+from insar_pipeline.pair.job import Message, PairJob, PairResult, PairStatus, PhaseGate
 
-if TYPE_CHECKING:
-    from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent, PhaseGate
 
-    Message = Union[PhaseEvent, PairResult]  # noqa: UP007 (a runtime alias under py3.10)
-    RunPair = Callable[..., PairResult]
+class RunPair(Protocol):
+    """What runs one pair (`pair.runner.run_pair`, or a test's stand-in)."""
+
+    def __call__(
+        self,
+        job: PairJob,
+        *,
+        on_event: Callable[[Message], None],
+        gate: PhaseGate | None,
+        stop: threading.Event | None,
+    ) -> PairResult: ...
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +133,7 @@ class LocalExecutor(Executor):
         except queue.Empty:
             pass
         for message in messages:
-            if not hasattr(message, "kind"):  # a PairResult: its slot is free again
+            if isinstance(message, PairResult):  # its slot is free again
                 self._active -= 1
                 thread = self._threads.pop(message.pair_id, None)
                 if thread is not None:
@@ -144,7 +152,6 @@ class LocalExecutor(Executor):
 
 
 def _failed_result(pair_id: str, status: str, error: str) -> PairResult:
-    from insar_pipeline.pair.job import PairResult, PairStatus
 
     return PairResult(
         pair_id=pair_id,

@@ -1,8 +1,10 @@
 """The `plan` command: validate settings, pairs and products, and print what `run` would do.
 
-Nothing is downloaded and nothing is written but data/runs/pipeline.log. `build_plan` and
-`render_plan` are pure; `plan_command` is the thin I/O around them. The phases come from
-`topsapp.phase_table`; what is left of them from each run folder's checkpoints.
+Nothing is downloaded and nothing is written but data/runs/pipeline.log. `plan_command` runs the
+same `validate` and `preflight` as `run` (run/preflight.py): the same problems stop it (exit 2),
+the same pairs are excluded and the same warnings shown. `build_plan` and `render_plan` are
+pure. The phases come from `topsapp.phase_table`; what is left of them from each run folder's
+checkpoints.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from insar_pipeline import logs
-from insar_pipeline.dem.provision import DemPlan, missing_prerequisites, plan_dems
+from insar_pipeline.dem.provision import DemPlan, missing_prerequisites
 from insar_pipeline.errors import InputError
-from insar_pipeline.inputs.pairs import Pair, load_pairs
+from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product, is_product_path
 from insar_pipeline.orbits.provision import describe_orbit_plan
-from insar_pipeline.topsapp.steps import Phase, phase_table, remaining_phases
+from insar_pipeline.run.preflight import preflight, validate
+from insar_pipeline.topsapp.steps import Phase, phase_table
 
 if TYPE_CHECKING:
     from insar_pipeline.inputs.config import Settings
@@ -50,6 +53,8 @@ class Plan:
     dems: tuple[DemPlan, ...] = ()
     blockers: tuple[str, ...] = ()  # what would stop provisioning (missing key, geoid grid)
     geometry_reuse: bool = False
+    excluded: Mapping[str, str] = field(default_factory=dict)  # by preflight: pair id -> reason
+    warnings: tuple[str, ...] = ()  # preflight's (e.g. the disk)
 
     @property
     def scenes(self) -> frozenset[Path]:
@@ -67,6 +72,8 @@ def build_plan(
     orbits: Mapping[str, str] | None = None,
     dems: tuple[DemPlan, ...] = (),
     blockers: tuple[str, ...] = (),
+    excluded: Mapping[str, str] | None = None,
+    warnings: tuple[str, ...] = (),
 ) -> Plan:
     """The plan of a run of these validated pairs (pure).
 
@@ -84,6 +91,8 @@ def build_plan(
         dems=dems,
         blockers=blockers,
         geometry_reuse=settings.geometry_reuse,
+        excluded=dict(excluded or {}),
+        warnings=warnings,
     )
 
 
@@ -114,14 +123,19 @@ def render_plan(plan: Plan) -> str:
     ]
     for item in plan.pairs:
         lines += ["", *_render_pair(item, plan.pairs_file, plan.orbits)]
+        if item.pair.id in plan.excluded:
+            lines.append(f"  excluded   {plan.excluded[item.pair.id]}")
     lines += _render_dems(plan.dems)
-    lines += [f"warning: {blocker}" for blocker in plan.blockers]
+    lines += [f"warning: {blocker}" for blocker in (*plan.blockers, *plan.warnings)]
     lines += _render_geometry(plan)
-    pending = sum(1 for item in plan.pairs if item.phases)
+    runs = [item for item in plan.pairs if item.phases and item.pair.id not in plan.excluded]
+    phases = sum(len(item.phases) for item in runs)
+    done = sum(1 for item in plan.pairs if not item.phases)
+    excluded = f", {len(plan.excluded)} excluded" if plan.excluded else ""
     lines += [
         "",
-        f"`run` would run {_count(plan.phase_count, 'phase')} for {_count(pending, 'pair')}"
-        f" ({len(plan.pairs) - pending} already done). Nothing was downloaded.",
+        f"`run` would run {_count(phases, 'phase')} for {_count(len(runs), 'pair')}"
+        f" ({done} already done{excluded}). Nothing was downloaded.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -131,7 +145,11 @@ def _count(number: int, noun: str) -> str:
 
 
 def _render_geometry(plan: Plan) -> list[str]:
-    todo = [item.pair for item in plan.pairs if any(p.name == "geometry" for p in item.phases)]
+    todo = [
+        item.pair
+        for item in plan.pairs
+        if any(p.name == "geometry" for p in item.phases) and item.pair.id not in plan.excluded
+    ]
     if not todo:
         return []
     if not plan.geometry_reuse:
@@ -202,19 +220,18 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
         )
     logs.attach_pipeline_log(settings.runs_dir)
     check_raw_dir(settings.raw_dir)
-    pairs = load_pairs(settings)
-    table = phase_table(settings.ionosphere)
-    # Reading checkpoints only stats files; a pair without a run folder has every phase left.
-    left = {pair.id: remaining_phases(settings.run_dir(pair.id), table) for pair in pairs}
+    checked = preflight(settings, validate(settings))  # the same checks as `run`
+    pairs = list(checked.pairs)
     products = [product for pair in pairs for product in pair.products]
-    dems = tuple(plan_dems(settings, pairs))
     plan = build_plan(
         settings,
         pairs,
-        left,
+        checked.left,
         orbits=describe_orbit_plan(settings, products),
-        dems=dems,
-        blockers=tuple(missing_prerequisites(settings, dems)),
+        dems=checked.dems,
+        blockers=tuple(missing_prerequisites(settings, checked.dems)),
+        excluded=checked.excluded,
+        warnings=checked.warnings,
     )
     log.debug("plan: %d pairs, %d phases", len(plan.pairs), plan.phase_count)
     sys.stdout.write(render_plan(plan))

@@ -18,10 +18,10 @@ import secrets
 import time
 from contextlib import ExitStack
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from insar_pipeline.inputs.config import JOBQUEUE_KINDS, Settings
-from insar_pipeline.pair.job import PairStatus
+from insar_pipeline.pair.job import Message, PairStatus, PhaseEvent
 from insar_pipeline.run.budget import Parallelism, phase_weights
 from insar_pipeline.run.dask.cluster import (
     MEMORY_RESOURCE,
@@ -41,8 +41,7 @@ from insar_pipeline.run.local import Executor
 from insar_pipeline.topsapp.steps import phase_table, remaining_phases
 
 if TYPE_CHECKING:
-    from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent
-    from insar_pipeline.run.local import Message
+    from insar_pipeline.pair.job import PairJob, PairResult
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +191,9 @@ class DaskExecutor(Executor):
                 messages.extend(self._executions.ingest(payload, time.time()))
             else:
                 messages.extend(self._finished(payload))
-        if self._stopping and any(getattr(m, "kind", None) == "start" for m in messages):
+        if self._stopping and any(
+            isinstance(m, PhaseEvent) and m.kind == "start" for m in messages
+        ):
             # A task that started after `cancel` ran on a worker that did not exist then (a
             # restarted or newly joined one): tell the workers again.
             self._client.run(set_stop_flag, self._run_id, on_error="ignore")
@@ -285,9 +286,9 @@ def _describe_failure(error: BaseException | None) -> str:
 
 
 def _without_pid(message: Message) -> Message:
-    if getattr(message, "pid", None) is None:
-        return message
-    return replace(cast("PhaseEvent", message), pid=None)
+    if isinstance(message, PhaseEvent) and message.pid is not None:
+        return replace(message, pid=None)
+    return message
 
 
 def _phases_done(job: PairJob) -> tuple[str, ...]:
