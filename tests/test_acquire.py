@@ -25,6 +25,7 @@ from acquire_services import (
     running_services,
     time_range,
 )
+from insar_pipeline import _http
 from insar_pipeline.acquire import commands, fetch, http, stage
 from insar_pipeline.errors import CredentialError, InputError
 from insar_pipeline.inputs.config import Settings
@@ -43,7 +44,7 @@ AOI_BURSTS = "56.9,57.05,-136.2,-135.6"
 @pytest.fixture(autouse=True)
 def fast_http(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http, "ACCEPTED_WAIT_S", 0.01)
-    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(_http, "BACKOFF_BASE_S", 0.01)
 
 
 def settings_for(tmp_path: Path, services: AcquireServices, **values: object) -> Settings:

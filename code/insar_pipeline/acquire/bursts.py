@@ -14,12 +14,16 @@ import warnings
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from insar_pipeline.acquire.coverage import Acquisition
 from insar_pipeline.acquire.fetch import PARTIAL_DIR, FileJob
 from insar_pipeline.acquire.search import Granule
 from insar_pipeline.errors import InputError, ServiceError
 from insar_pipeline.inputs.safe import Product, read_product
+
+if TYPE_CHECKING:
+    from burst2safe.utils import BurstInfo  # imports GDAL: only when a SAFE is built
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +111,13 @@ def check_built(path: Path, acquisition: Acquisition) -> Product:
         product = read_product(path)
     except InputError as err:
         raise ServiceError(f"burst2safe built an unreadable SAFE: {err}") from err
-    swaths = {burst.swath for burst in acquisition.granules}
+    swaths = {burst.swath or 0 for burst in acquisition.granules}
     if not swaths <= set(product.swaths):
         raise ServiceError(f"{path.name}: swaths {sorted(swaths)} expected, {product.swaths} read")
     return product
 
 
-def burst_info(stage: Path, burst: Granule):  # noqa: ANN201 (burst2safe's BurstInfo)
+def burst_info(stage: Path, burst: Granule) -> BurstInfo:
     """burst2safe's BurstInfo for one staged burst (what its create_burst_info reads)."""
     from burst2safe.utils import BurstInfo
 

@@ -17,6 +17,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
+
+from tqdm import tqdm
 
 from insar_pipeline.acquire import http
 from insar_pipeline.errors import InputError, ServiceError
@@ -104,8 +107,7 @@ def _held(job: FileJob) -> int:
     return job.part.stat().st_size if job.part.exists() else 0
 
 
-def _progress(total: int, files: int):  # noqa: ANN202 (tqdm's type is not exported)
-    from tqdm import tqdm
+def _progress(total: int, files: int) -> tqdm[NoReturn]:
 
     return tqdm(
         total=total or None,

@@ -5,6 +5,7 @@ call it. `prepare_inputs` is the one call `run` makes; `describe` the one `plan`
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,7 +99,7 @@ def _jobs(raw: Path, acquisition: Acquisition) -> list[fetch.FileJob]:
     return [fetch.FileJob(scene.url, target, part, scene.bytes, scene.md5, _zip_check(scene.name))]
 
 
-def _zip_check(name: str):  # noqa: ANN202
+def _zip_check(name: str) -> Callable[[Path], None]:
     def check(path: Path) -> None:
         product = read_product(path)  # opens the zip, reads manifest.safe; InputError if bad
         if product.name != name:

@@ -166,7 +166,7 @@ class Settings(BaseModel):  # type: ignore[explicit-any]  # pydantic's synthesiz
 
     @field_validator("end")
     @classmethod
-    def _check_end_after_start(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _check_end_after_start(cls, value: str | None, info: ValidationInfo) -> str | None:  # type: ignore[explicit-any]
         start = info.data.get("start")
         if value is not None and start is not None and value < start:
             raise ValueError(f"must not be before START ({start})")

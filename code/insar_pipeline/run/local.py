@@ -39,6 +39,7 @@ class RunPair(Protocol):
         stop: threading.Event | None,
     ) -> PairResult: ...
 
+
 log = logging.getLogger(__name__)
 
 
