@@ -12,8 +12,10 @@ with two edits: download URLs point at the loopback download server, and the siz
 every file (``BYTES``/``MD5SUM``/``DataGranule`` for scenes, ``BYTE_LENGTH`` for bursts) are
 those of the small file that server really serves.
 
-Fixtures (import them in a test module: ``from acquire_services import *  # noqa: F403`` or
-name them: ``from acquire_services import acquire_services, acquire_tls``):
+Fixtures (import them as the other fixture modules are imported:
+``from acquire_services import acquire_services_fixture  # noqa: F401`` (and
+``acquire_tls_fixture`` / ``acquire_products_fixture`` when a test asks for those by name);
+tests then ask for ``acquire_services``, ``acquire_tls``, ``acquire_products``):
 
 ``acquire_tls`` (session) -> :class:`TlsFiles`
     A test CA and a server certificate for 127.0.0.1/localhost, made at test time
@@ -33,7 +35,9 @@ name them: ``from acquire_services import acquire_services, acquire_tls``):
     SSL_CERT_FILE to the test CA, points asf_search at the CMR (``ASFSearchOptions`` config
     ``host``, ``INTERNAL.CMR_HOST``/``EDL_HOST``/``ASF_AUTH_HOST``) with
     ``asf_search.REPORT_ERRORS = False``, and points burst2safe's cookie URL at the download
-    server; all restored afterwards. Attributes:
+    server; all restored afterwards. HOME is a fresh folder under tmp_path (no real ~/.netrc
+    is read or written by asf_search / burst2safe) and EARTHDATA_* / NETRC are unset.
+    Attributes:
 
     - ``.cmr`` / ``.edl`` / ``.download``: the servers; ``.cmr.host`` and ``.edl.host`` are
       ``127.0.0.1:PORT`` (what ``CMR_HOST`` / ``EDL_HOST`` take); ``.download.url`` is
@@ -1405,25 +1409,37 @@ def running_services(
                         os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
-def acquire_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+@pytest.fixture(scope="session", name="acquire_tls")
+def acquire_tls_fixture(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     """A test CA + 127.0.0.1 server certificate (made now; nothing committed)."""
     return make_tls_files(tmp_path_factory.mktemp("acquire-tls"))
 
 
-@pytest.fixture(scope="session")
-def acquire_products(tmp_path_factory: pytest.TempPathFactory) -> ProductFactory:
+@pytest.fixture(scope="session", name="acquire_products")
+def acquire_products_fixture(tmp_path_factory: pytest.TempPathFactory) -> ProductFactory:
     """The session's cache of served scene zips / burst files."""
     realdata_or_skip(ASF_RECORDS)
     return ProductFactory(tmp_path_factory.mktemp("acquire-products"))
 
 
-@pytest.fixture
-def acquire_services(
-    acquire_tls: TlsFiles, acquire_products: ProductFactory
+@pytest.fixture(name="acquire_services")
+def acquire_services_fixture(
+    acquire_tls: TlsFiles,
+    acquire_products: ProductFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> Iterator[AcquireServices]:
-    """Loopback CMR + EDL + download server, asf_search pointed at them (see module doc)."""
+    """Loopback CMR + EDL + download server, asf_search pointed at them (see module doc).
+
+    HOME is a fresh folder under tmp_path (no real ~/.netrc is read or written) and no
+    EARTHDATA_* variable of the caller's environment leaks in.
+    """
     realdata_or_skip(ASF_RECORDS)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
     with running_services(acquire_tls, acquire_products) as services:
         yield services
 
@@ -1523,9 +1539,9 @@ __all__ = [
     "ProductFactory",
     "TlsFiles",
     "VolumeSummary",
-    "acquire_products",
-    "acquire_services",
-    "acquire_tls",
+    "acquire_products_fixture",
+    "acquire_services_fixture",
+    "acquire_tls_fixture",
     "asf_search_pointed_at",
     "download_volume",
     "make_tls_files",
