@@ -102,17 +102,15 @@ import json
 import math
 import os
 import re
-import shutil
 import socket
 import ssl
 import struct
 import subprocess
-import tempfile
 import threading
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -600,7 +598,11 @@ def _range_matches(number: float, value: str) -> bool:
     )
 
 
-def match(record: Record, fields: Sequence[tuple[str, str]]) -> bool:
+def match(
+    record: Record,
+    fields: Sequence[tuple[str, str]],
+    shape_of: Callable[[Record], BaseGeometry] | None = None,
+) -> bool:
     """Whether a record answers a CMR granule query (AND of parameters, OR within one)."""
     umm, meta = record["umm"], record["meta"]
     groups: dict[str, list[str]] = {}
@@ -640,7 +642,7 @@ def match(record: Record, fields: Sequence[tuple[str, str]]) -> bool:
             if not any(_temporal_matches(umm, v) for v in values):
                 return False
         elif key in _SPATIAL_KEYS:
-            shape = footprint(umm)
+            shape = shape_of(record) if shape_of is not None else footprint(umm)
             if not any(shape.intersects(spatial_shape(key, v)) for v in values):
                 return False
         elif key == "readable_granule_name":
@@ -696,12 +698,16 @@ class CmrServer(_LoopbackServer):
         self.records: list[Record] = []
         self._search_after: dict[str, tuple[tuple[tuple[str, str], ...], int]] = {}
         self.faults: list[int] = []  # statuses to answer the next searches with, in order
-        self.add(records if records is not None else recorded("slc") + recorded("burst"))
+        self._shapes: dict[str, BaseGeometry] = {}
+        if records is None:
+            records = list(_load_yaml(str(realdata_or_skip(SLC_STACK_FILE))))
+            records += list(_load_yaml(str(realdata_or_skip(BURST_STACK_FILE))))
+        self.add(records)
 
     def add(self, records: Sequence[Record]) -> None:
         """Publish records (deep-copied); with a download server, their URLs point at it."""
         for record in records:
-            record = copy.deepcopy(record)
+            record = {"meta": record["meta"], "umm": copy.deepcopy(record["umm"])}
             if self.download is not None:
                 self.download.publish(record)
             self.records.append(record)
@@ -714,6 +720,13 @@ class CmrServer(_LoopbackServer):
         self.records = kept
         return removed
 
+    def _shape(self, record: Record) -> BaseGeometry:
+        key = record["umm"]["GranuleUR"]
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = footprint(record["umm"])
+        return shape
+
     def granule_requests(self) -> list[Hit]:
         return [h for h in self.requests if h.path.startswith("/search/granules")]
 
@@ -723,7 +736,7 @@ class CmrServer(_LoopbackServer):
 
     def search(self, fields: Sequence[tuple[str, str]]) -> list[Record]:
         """The records a query selects, in CMR's order (no paging)."""
-        found = [r for r in self.records if match(r, fields)]
+        found = [r for r in self.records if match(r, fields, self._shape)]
         return sorted(found, key=_sort_key)
 
     def handle(self, request: _Handler, hit: Hit) -> None:
@@ -875,7 +888,9 @@ class ProductFactory:
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._tiffs: dict[tuple[int, int], bytes] = {}
-        self._deflated: dict[str, tuple[int, bytes]] = {}
+        self._deflated: dict[str, tuple[int, int, bytes]] = {}
+        self._scene_info: dict[str, tuple[int, str]] = {}
+        self._manifests: dict[Path, etree._Element] = {}
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._lock:
@@ -887,7 +902,7 @@ class ProductFactory:
         The zip is rebuilt on every call (a few ms: the compressed annotations are cached,
         they are the real files' bytes for every product), so nothing large stays in memory.
         """
-        from conftest import make_safe_product
+        from conftest import _manifest_time, _rewrite_manifest
 
         name = granule_name(record)
         umm = record["umm"]
@@ -895,41 +910,87 @@ class ProductFactory:
         pols = tuple(p for p in pol.replace("+", " ").split())
         shape = footprint(umm)
         coords = list(shape.exterior.coords)[:-1] if isinstance(shape, Polygon) else []
-        work = Path(tempfile.mkdtemp(dir=self.folder))
-        try:
-            safe = make_safe_product(
-                work,
-                name=name,
-                from_real=SCENE_SOURCE,
-                relative_orbit=int(attribute(umm, "PATH_NUMBER") or 0) or None,
-                polarizations=pols,
-                footprint=[(lat, lon) for lon, lat in coords] or None,
-            )
-            entries: list[tuple[str, bytes | None]] = []
-            for path in sorted(safe.rglob("*")):
-                arcname = str(Path(safe.name) / path.relative_to(safe))
-                entries.append(
-                    (arcname + "/", None) if path.is_dir() else (arcname, path.read_bytes())
-                )
-            entries.insert(0, (safe.name + "/", None))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return self._zip(entries)
-
-    def _deflate(self, data: bytes) -> tuple[int, bytes]:
-        key = hashlib.sha1(data).hexdigest()  # noqa: S324 (a cache key)
+        source = realdata_or_skip(REALDATA / "s1_slc" / f"{SCENE_SOURCE}.SAFE")
+        root = copy.deepcopy(self._source_manifest(source))
+        old_start, old_stop = _manifest_time(root, "startTime"), _manifest_time(root, "stopTime")
+        fields = re.match(r"(S1[A-D])_\w\w_\w{4}_\w{4}_(\d{8}T\d{6})_\d{8}T\d{6}_(\d{6})_", name)
+        if fields is None:
+            raise ValueError(f"not a Sentinel-1 product name: {name}")
+        named = dt.datetime.strptime(fields[2], "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc)
+        new_start = named + dt.timedelta(microseconds=old_start.microsecond)
+        safe = f"{name}.SAFE"
+        annotations: list[tuple[str, str]] = []  # (built name, real source file)
+        for real in sorted((source / "annotation").glob("s1?-iw?-slc-vv-*.xml")):
+            for each in pols:
+                built = f"{fields[1].lower()}-iw{real.name[6]}-slc-{each}-"
+                annotations.append((built + real.name.split("-", 4)[4], str(real)))
+        annotations.sort()
+        _rewrite_manifest(
+            root,
+            mission=fields[1],
+            start=new_start,
+            stop=new_start + (old_stop - old_start),
+            absolute_orbit=int(fields[3]),
+            relative_orbit=int(attribute(umm, "PATH_NUMBER") or 0) or None,
+            polarizations=pols,
+            footprint=[(lat, lon) for lon, lat in coords] or None,
+            mode=None,
+            product_type=None,
+            measurements=[f"./measurement/{Path(a).stem}.tiff" for a, _ in annotations],
+        )
+        manifest = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+        entries: list[tuple[str, bytes | str | None]] = [
+            (f"{safe}/", None),
+            (f"{safe}/annotation/", None),
+        ]
+        entries += [(f"{safe}/annotation/{a}", real) for a, real in annotations]
+        entries += [(f"{safe}/manifest.safe", manifest), (f"{safe}/measurement/", None)]
+        entries += [(f"{safe}/measurement/{Path(a).stem}.tiff", b"") for a, _ in annotations]
+        preview = source / "preview"
+        if preview.is_dir():
+            entries.append((f"{safe}/preview/", None))
+            entries += [(f"{safe}/preview/{p.name}", str(p)) for p in sorted(preview.iterdir())]
+        data = self._zip(entries)
         with self._lock:
-            cached = self._deflated.get(key)
-        if cached is None:
-            packer = zlib.compressobj(6, zlib.DEFLATED, -15)
-            cached = (zlib.crc32(data), packer.compress(data) + packer.flush())
-            if len(data) > 100_000:
-                with self._lock:
-                    self._deflated[key] = cached
-        return cached
+            self._scene_info[name] = (len(data), hashlib.md5(data).hexdigest())  # noqa: S324
+        return data
 
-    def _zip(self, entries: Sequence[tuple[str, bytes | None]]) -> bytes:
-        """A zip (deflate, fixed time stamps) of (name, data) entries; data None = a folder."""
+    def scene_info(self, record: Record) -> tuple[int, str]:
+        """(size, md5) of a scene's zip, cached for the session (builds it once)."""
+        name = granule_name(record)
+        with self._lock:
+            info = self._scene_info.get(name)
+        if info is None:
+            self.scene_zip(record)
+            with self._lock:
+                info = self._scene_info[name]
+        return info
+
+    def _source_manifest(self, source: Path) -> etree._Element:
+        with self._lock:
+            root = self._manifests.get(source)
+        if root is None:
+            root = etree.parse(str(source / "manifest.safe")).getroot()
+            with self._lock:
+                self._manifests[source] = root
+        return root
+
+    def _deflate(self, data: bytes | str) -> tuple[int, int, bytes]:
+        """(crc32, size, raw deflate) of bytes, or of a real file (cached by its path)."""
+        if isinstance(data, str):
+            with self._lock:
+                cached = self._deflated.get(data)
+            if cached is None:
+                cached = self._deflate(Path(data).read_bytes())
+                with self._lock:
+                    self._deflated[data] = cached
+            return cached
+        packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+        return zlib.crc32(data), len(data), packer.compress(data) + packer.flush()
+
+    def _zip(self, entries: Sequence[tuple[str, bytes | str | None]]) -> bytes:
+        """A zip (deflate, fixed time stamps) of (name, data) entries; data None = a folder,
+        a str = the path of a real file to store."""
         out = io.BytesIO()
         central = []
         dos_time, dos_date = 0, (2020 - 1980) << 9 | 1 << 5 | 1
@@ -939,8 +1000,8 @@ class ProductFactory:
             if data is None:
                 method, crc, packed, size, attrs = 0, 0, b"", 0, (0o40755 << 16) | 0x10
             else:
-                method, size, attrs = 8, len(data), 0o100644 << 16
-                crc, packed = self._deflate(data)
+                method, attrs = 8, 0o100644 << 16
+                crc, size, packed = self._deflate(data)
             out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, dos_time, dos_date,
                                   crc, len(packed), size, len(raw), 0))  # fmt: skip
             out.write(raw)
@@ -1148,7 +1209,9 @@ class DownloadServer(_LoopbackServer):
             entry = self._files.get(path)
             if entry is None or entry.kind == "burst_xml":
                 continue
-            if entry.md5 is None:
+            if entry.kind == "scene" and entry.record is not None:
+                entry.size, entry.md5 = self.products.scene_info(entry.record)
+            elif entry.md5 is None:
                 self.content(path)
             if entry.kind == "scene":
                 set_attribute(umm, "BYTES", str(entry.size))
