@@ -13,9 +13,11 @@ every file (``BYTES``/``MD5SUM``/``DataGranule`` for scenes, ``BYTE_LENGTH`` for
 those of the small file that server really serves.
 
 Fixtures (import them as the other fixture modules are imported:
-``from acquire_services import acquire_services_fixture  # noqa: F401`` (and
-``acquire_tls_fixture`` / ``acquire_products_fixture`` when a test asks for those by name);
-tests then ask for ``acquire_services``, ``acquire_tls``, ``acquire_products``):
+``from acquire_services import acquire_services_fixture  # noqa: F401``; tests then ask for
+``acquire_services``. ``acquire_tls_fixture`` / ``acquire_products_fixture`` are only needed
+by tests that ask for ``acquire_tls`` / ``acquire_products`` themselves, e.g. to call
+:func:`running_services` with other options; :func:`session_tls` / :func:`session_products`
+give the same objects without a fixture):
 
 ``acquire_tls`` (session) -> :class:`TlsFiles`
     A test CA and a server certificate for 127.0.0.1/localhost, made at test time
@@ -90,6 +92,7 @@ bytes a scene-level and a burst-level download of an N-date stack over an area w
 
 from __future__ import annotations
 
+import atexit
 import base64
 import copy
 import datetime as dt
@@ -102,10 +105,12 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import ssl
 import struct
 import subprocess
+import tempfile
 import threading
 import uuid
 import zlib
@@ -1472,25 +1477,50 @@ def running_services(
                         os.environ[key] = value
 
 
+_SESSION: dict[str, Any] = {}
+_SESSION_LOCK = threading.Lock()
+
+
+def session_tls() -> TlsFiles:
+    """The process's test CA + server certificate (made on first use, removed at exit)."""
+    with _SESSION_LOCK:
+        if "tls" not in _SESSION:
+            _SESSION["tls"] = make_tls_files(_session_folder() / "tls")
+        return _SESSION["tls"]
+
+
+def session_products() -> ProductFactory:
+    """The process's cache of served scene zip sizes / burst files."""
+    with _SESSION_LOCK:
+        if "products" not in _SESSION:
+            _SESSION["products"] = ProductFactory(_session_folder() / "products")
+        return _SESSION["products"]
+
+
+def _session_folder() -> Path:
+    if "folder" not in _SESSION:
+        folder = Path(tempfile.mkdtemp(prefix="acquire-services-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _SESSION["folder"] = folder
+    return _SESSION["folder"]
+
+
 @pytest.fixture(scope="session", name="acquire_tls")
-def acquire_tls_fixture(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+def acquire_tls_fixture() -> TlsFiles:
     """A test CA + 127.0.0.1 server certificate (made now; nothing committed)."""
-    return make_tls_files(tmp_path_factory.mktemp("acquire-tls"))
+    return session_tls()
 
 
 @pytest.fixture(scope="session", name="acquire_products")
-def acquire_products_fixture(tmp_path_factory: pytest.TempPathFactory) -> ProductFactory:
+def acquire_products_fixture() -> ProductFactory:
     """The session's cache of served scene zips / burst files."""
     realdata_or_skip(ASF_RECORDS)
-    return ProductFactory(tmp_path_factory.mktemp("acquire-products"))
+    return session_products()
 
 
 @pytest.fixture(name="acquire_services")
 def acquire_services_fixture(
-    acquire_tls: TlsFiles,
-    acquire_products: ProductFactory,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[AcquireServices]:
     """Loopback CMR + EDL + download server, asf_search pointed at them (see module doc).
 
@@ -1503,7 +1533,7 @@ def acquire_services_fixture(
     monkeypatch.setenv("HOME", str(home))
     for name in ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD", "NETRC"):
         monkeypatch.delenv(name, raising=False)
-    with running_services(acquire_tls, acquire_products) as services:
+    with running_services(session_tls(), session_products()) as services:
         yield services
 
 
@@ -1612,4 +1642,6 @@ __all__ = [
     "recorded",
     "recorded_bytes",
     "running_services",
+    "session_products",
+    "session_tls",
 ]
