@@ -27,10 +27,17 @@ give the same objects without a fixture):
     the real products (``<name>.zip`` holding ``<name>.SAFE/`` with the real manifest.safe
     rewritten to the product and the real VV annotation XMLs of ../shared/realdata/s1_slc, one
     per polarization, 0-byte measurement tiffs), burst TIFFs (a valid, sparse GeoTIFF of the
-    burst's real lines x samples, CInt16, a few kB) and burst XMLs (ASF's combined metadata
-    document: ``<burst><metadata><product><swath/><polarisation/><content>`` = the real
-    annotation of ../shared/realdata/s1_burst_safe, with one ``<burst>`` per burst index, and
-    ``<manifest>`` = its real manifest.safe).
+    burst's real lines x samples, CInt16, one non-zero 64x64 tile, a few kB) and burst XMLs
+    (ASF's combined metadata document: ``<burst><metadata><product|calibration|noise>
+    <swath/><polarisation/><content>`` and ``<manifest>``). The product annotation is the real
+    one of ../shared/realdata/s1_burst_safe (S1B, track 174, IW3: the recorded burst ID's own
+    track) with one ``<burst>`` (and geolocation-grid rows) per burst index up to the
+    granule's, retimed to the granule's azimuth time; the manifest is that SAFE's real
+    manifest.safe. Calibration and noise are NOT real (realdata has none): flat LUTs on the
+    annotation's burst grid, enough for burst2safe to write a SAFE (tested end to end:
+    burst2safe downloads through these services and builds a SAFE that the pipeline's
+    ``read_product`` reads; ~20 s and ~150 MB of disk per burst, as burst2safe writes the
+    full-size measurement).
 ``acquire_services`` (function) -> :class:`AcquireServices`
     Starts a :class:`DownloadServer` (plain http), an :class:`EdlServer` and a
     :class:`CmrServer` (both https, certificate of ``acquire_tls``), sets REQUESTS_CA_BUNDLE and
@@ -1042,6 +1049,12 @@ class ProductFactory:
                 'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
                 'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]]',
             )  # fmt: skip
+            # One non-zero tile (the rest stay sparse): readers that average non-zero pixels
+            # (burst2safe) find data.
+            import numpy as np
+
+            tile = np.full((min(lines, 64), min(samples, 64)), 3 + 4j, dtype=np.complex64)
+            dataset.GetRasterBand(1).WriteArray(tile, 0, 0)
             dataset.FlushCache()
             dataset = None
             handle = gdal.VSIFOpenL(path, "rb")
@@ -1069,9 +1082,69 @@ class ProductFactory:
         content = etree.SubElement(product, "content")
         for child in annotation:
             content.append(child)
+        for kind, sections in _noise_and_calibration(content, swath).items():
+            element = etree.SubElement(metadata, kind)
+            etree.SubElement(element, "swath").text = swath
+            etree.SubElement(element, "polarisation").text = pol
+            holder = etree.SubElement(element, "content")
+            for section in sections:
+                holder.append(section)
         wrapper = etree.SubElement(root, "manifest")
         wrapper.append(manifest)
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _noise_and_calibration(content: etree._Element, swath: str) -> dict[str, list[etree._Element]]:
+    """Flat noise and calibration annotations on the product annotation's burst grid.
+
+    ../shared/realdata holds no noise or calibration XML, and burst2safe needs both to write a
+    SAFE: these carry the annotation's own adsHeader and one vector per burst start (its
+    azimuth time and first line) with constant LUTs (sigma0 = beta0 = gamma = dn = 1, noise
+    1). Good for geometry and SAFE structure, not for radiometry.
+    """
+    lines = int(content.findtext("swathTiming/linesPerBurst") or 1500)
+    samples = int(content.findtext("swathTiming/samplesPerBurst") or 25000)
+    times = [
+        b.findtext("azimuthTime") or "" for b in content.iterfind("swathTiming/burstList/burst")
+    ]
+    pixels = f"0 {samples - 1}"
+    header = content.find("adsHeader")
+
+    def vector(tag: str, when: str, line: int, luts: dict[str, str]) -> etree._Element:
+        element = etree.Element(tag)
+        etree.SubElement(element, "azimuthTime").text = when
+        etree.SubElement(element, "line").text = str(line)
+        etree.SubElement(element, "pixel", count="2").text = pixels
+        for name, value in luts.items():
+            etree.SubElement(element, name, count="2").text = value
+        return element
+
+    calibration_info = etree.Element("calibrationInformation")
+    etree.SubElement(calibration_info, "absoluteCalibrationConstant").text = "1.000000e+00"
+    calibration_list = etree.Element("calibrationVectorList", count=str(len(times)))
+    one = "1.000000e+00 1.000000e+00"
+    for index, when in enumerate(times):
+        calibration_list.append(
+            vector("calibrationVector", when, index * lines,
+                   {"sigmaNought": one, "betaNought": one, "gamma": one, "dn": one})
+        )  # fmt: skip
+    range_list = etree.Element("noiseRangeVectorList", count=str(len(times)))
+    for index, when in enumerate(times):
+        range_list.append(vector("noiseRangeVector", when, index * lines, {"noiseRangeLut": one}))
+    last_line = max(0, lines * len(times) - 1)
+    azimuth_list = etree.Element("noiseAzimuthVectorList", count="1")
+    azimuth = etree.SubElement(azimuth_list, "noiseAzimuthVector")
+    for tag, text in (("swath", swath), ("firstAzimuthLine", "0"), ("firstRangeSample", "0"),
+                      ("lastAzimuthLine", str(last_line)),
+                      ("lastRangeSample", str(samples - 1))):  # fmt: skip
+        etree.SubElement(azimuth, tag).text = text
+    etree.SubElement(azimuth, "line", count="2").text = f"0 {last_line}"
+    etree.SubElement(azimuth, "noiseAzimuthLut", count="2").text = one
+    headers = [copy.deepcopy(header) for _ in range(2)] if header is not None else []
+    return {
+        "calibration": [*headers[:1], calibration_info, calibration_list],
+        "noise": [*headers[1:], range_list, azimuth_list],
+    }
 
 
 def _retime_annotation(
@@ -1089,8 +1162,36 @@ def _retime_annotation(
     interval = 2.758277  # s between IW burst starts
     anchor_index, anchor = next(iter(sorted(by_index.items())))
     anchor_time = _utc(attribute(anchor["umm"], "AZIMUTH_TIME") or "2018-01-01T00:00:00")
+    lines = int(annotation.findtext("swathTiming/linesPerBurst") or 1500)
+    old_time = _utc(template.findtext("azimuthTime") or "2018-01-01T00:00:00")
     for old in burst_list.findall("burst"):
         burst_list.remove(old)
+    # The geolocation grid: the real burst's points, repeated for every burst (lines and times
+    # shifted; same positions), so that each burst index has its own grid lines.
+    grid = annotation.find("geolocationGrid/geolocationGridPointList")
+    if grid is not None:
+        points = grid.findall("geolocationGridPoint")
+        for point in points:
+            grid.remove(point)
+        seen: set[tuple[int, str]] = set()
+        for index in range(count):
+            when = anchor_time + dt.timedelta(seconds=interval * (index - anchor_index))
+            shift = when - old_time
+            for point in points:
+                line = int(point.findtext("line") or 0) + index * lines
+                key = (line, point.findtext("pixel") or "")
+                if key in seen:
+                    continue
+                seen.add(key)
+                element = copy.deepcopy(point)
+                element.find("line").text = str(line)
+                stamp = _utc(element.findtext("azimuthTime") or "") + shift
+                element.find("azimuthTime").text = f"{stamp:%Y-%m-%dT%H:%M:%S.%f}"
+                grid.append(element)
+        grid.set("count", str(len(grid)))
+    info = annotation.find("imageAnnotation/imageInformation/numberOfLines")
+    if info is not None:
+        info.text = str(lines * count)
     for index in range(count):
         element = copy.deepcopy(template)
         when = anchor_time + dt.timedelta(seconds=interval * (index - anchor_index))

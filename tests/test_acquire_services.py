@@ -429,3 +429,45 @@ def test_download_volume_scene_vs_burst() -> None:
     assert summary.burst_bytes_measured > 20 * 1e8  # ~147 MB a burst, one burst a date
     for line in summary.lines():
         print(line)
+
+
+@pytest.mark.slow
+def test_burst2safe_builds_a_safe_from_the_loopback_bursts(
+    acquire_services: AcquireServices, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """burst2safe end to end: search, cookie URL, 202s, TIFF + XML, SAFE; read back."""
+    from burst2safe.burst2safe import burst2safe
+
+    from insar_pipeline.inputs.safe import read_product
+
+    monkeypatch.setenv("EARTHDATA_TOKEN", acquire_services.token)
+    burst = asf_search.search(
+        dataset="SLC-BURST", fullBurstID=BURST_ID, start="2018-08-15", end="2018-08-16"
+    )[0]
+    safe = burst2safe(granules=[burst.properties["fileID"]], work_dir=tmp_path)
+    assert safe.name.startswith("S1B_IW_SLC__1SSV_20180815T151558_")
+    assert len(list((safe / "measurement").glob("s1b-iw3-slc-vv-*.tiff"))) == 1
+    assert len(list((safe / "annotation").glob("s1b-iw3-slc-vv-*.xml"))) == 1
+    product = read_product(safe)
+    assert product.relative_orbit == 174
+    assert 3 in product.swaths
+    counts = acquire_services.download.counts()
+    tiff_path = burst.properties["url"].split(acquire_services.download.url)[1]
+    assert counts[tiff_path] == 2  # a 202, then the file
+    assert not (Path.home() / ".netrc").exists()  # the token was used, no netrc written
+
+
+def test_scene_zip_reads_back_through_the_pipeline(
+    acquire_services: AcquireServices, tmp_path: Path
+) -> None:
+    from insar_pipeline.inputs.safe import read_product
+
+    product = asf_search.granule_search([SLC_STACK_REFERENCE])[0]
+    path = product.properties["url"].split(acquire_services.download.url)[1]
+    target = tmp_path / f"{SLC_STACK_REFERENCE}.zip"
+    target.write_bytes(acquire_services.download.content(path))
+    read = read_product(target)
+    assert read.name == SLC_STACK_REFERENCE
+    assert read.relative_orbit == 13
+    assert set(read.swaths) == {1, 2, 3}
+    assert read.polarizations == ("vv",)
