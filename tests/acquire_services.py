@@ -248,6 +248,82 @@ def recorded_bytes(record: Record) -> int:
     return round(float(value)) if value is not None else 0
 
 
+BURST_INTERVAL_S = 2.758277  # between the starts of successive IW bursts
+
+
+def neighbour_bursts(records: Sequence[Record], offsets: Sequence[int] = (-1, 1)) -> list[Record]:
+    """Bursts next to the recorded ones along the track, derived from them (NOT recorded).
+
+    The archive holds one burst ID (174_372326_IW3); tests of burst selection need several per
+    date. For each record and offset k this makes the burst k positions later in the same
+    acquisition: relative/absolute burst ID + k, burst index + k (kept within 0..8), times +
+    k x 2.758 s, footprint and centre moved k burst lengths along the track (the polygon's
+    along-track edge), granule name, concept ID and extractor URLs to match. Sizes stay the
+    recorded ones.
+    """
+    made: list[Record] = []
+    for record in records:
+        umm = record["umm"]
+        relative = int(attribute(umm, "BURST_ID_RELATIVE") or 0)
+        index = int(attribute(umm, "BURST_INDEX") or 0)
+        track, _, swath = (attribute(umm, "BURST_ID_FULL") or "0_0_IW1").split("_")
+        points = umm["SpatialExtent"]["HorizontalSpatialDomain"]["Geometry"]["GPolygons"][0]
+        edge = points["Boundary"]["Points"]
+        step_lat = edge[0]["Latitude"] - edge[1]["Latitude"]
+        step_lon = edge[0]["Longitude"] - edge[1]["Longitude"]
+        if attribute(umm, "ASCENDING_DESCENDING") == "ASCENDING":
+            step_lat, step_lon = -step_lat, -step_lon
+        for k in offsets:
+            if k == 0 or not 0 <= index + k <= 8:
+                continue
+            new = {"meta": copy.deepcopy(record["meta"]), "umm": copy.deepcopy(umm)}
+            u = new["umm"]
+            shift = dt.timedelta(seconds=BURST_INTERVAL_S * k)
+            full = f"{track}_{relative + k:06d}_{swath}"
+            set_attribute(u, "BURST_ID_RELATIVE", str(relative + k))
+            set_attribute(u, "BURST_ID_ABSOLUTE", str(int(attribute(u, "BURST_ID_ABSOLUTE")) + k))
+            set_attribute(u, "BURST_ID_FULL", full)
+            set_attribute(u, "BURST_INDEX", str(index + k))
+            for name in ("AZIMUTH_TIME",):
+                value = attribute(u, name)
+                if value:
+                    set_attribute(u, name, f"{_utc(value) + shift:%Y-%m-%dT%H:%M:%S.%f}")
+            anx = attribute(u, "AZIMUTH_ANX_TIME")
+            if anx:
+                set_attribute(u, "AZIMUTH_ANX_TIME", f"{float(anx) + BURST_INTERVAL_S * k:.9f}")
+            for name, step in (("CENTER_LAT", step_lat), ("CENTER_LON", step_lon)):
+                value = attribute(u, name)
+                if value:
+                    set_attribute(u, name, f"{float(value) + step * k:.6f}")
+            span = u["TemporalExtent"]["RangeDateTime"]
+            for key in ("BeginningDateTime", "EndingDateTime"):
+                span[key] = f"{_utc(span[key]) + shift:%Y-%m-%dT%H:%M:%S.%fZ}"
+            for poly in u["SpatialExtent"]["HorizontalSpatialDomain"]["Geometry"]["GPolygons"]:
+                for point in poly["Boundary"]["Points"]:
+                    point["Latitude"] = round(point["Latitude"] + step_lat * k, 6)
+                    point["Longitude"] = round(point["Longitude"] + step_lon * k, 6)
+            parts = u["GranuleUR"].split("_")  # S1_372326_IW3_20180815T151558_VV_6BD3-BURST
+            stamp = dt.datetime.strptime(parts[3], "%Y%m%dT%H%M%S") + shift
+            parts[1], parts[3] = f"{relative + k:06d}", f"{stamp:%Y%m%dT%H%M%S}"
+            u["GranuleUR"] = "_".join(parts)
+            new["meta"]["native-id"] = u["GranuleUR"]
+            new["meta"]["concept-id"] = f"{record['meta'].get('concept-id', 'G0-ASF')}-{k:+d}"
+            for related in u.get("RelatedUrls", []):
+                url = related.get("URL", "")
+                found = re.search(r"/(\d+)\.(tiff|xml)$", url)
+                if found:
+                    related["URL"] = f"{url[: found.start()]}/{index + k}.{found[2]}"
+            made.append(new)
+    return made
+
+
+def burst_archive(offsets: Sequence[int] = (-1, 0, 1)) -> list[Record]:
+    """The recorded bursts (offset 0) plus derived neighbours: len(offsets) burst IDs a date."""
+    records = recorded("burst")
+    extra = neighbour_bursts(records, [k for k in offsets if k != 0])
+    return (records if 0 in offsets else []) + extra
+
+
 # ---------------------------------------------------------------------------------------------
 # TLS: a test CA and a server certificate for 127.0.0.1 / localhost
 
@@ -518,6 +594,11 @@ class _LoopbackServer:
     def _record(self, hit: Hit) -> None:
         with self._lock:
             self.requests.append(hit)
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests (e.g. before a rerun that must make none)."""
+        with self._lock:
+            self.requests.clear()
 
     def handle(self, request: _Handler, hit: Hit) -> None:  # pragma: no cover - overridden
         request.reply(404)
@@ -1067,30 +1148,34 @@ class ProductFactory:
             self._tiffs[key] = data
             return data
 
-    def burst_xml(self, slc_name: str, swath: str, pol: str, bursts: Sequence[Record]) -> bytes:
-        """ASF's combined burst metadata (product annotation + manifest) for one SLC/swath/pol."""
+    def burst_xml(self, slc_name: str, pol: str, bursts: Sequence[Record]) -> bytes:
+        """ASF's combined burst metadata for one SLC and polarization: a product, calibration
+        and noise annotation per swath that has bursts, and the manifest (burst2safe keeps one
+        such file per SLC and polarization, `<SLC>_<POL>.xml`, for all swaths)."""
         source = realdata_or_skip(BURST_SOURCE_SAFE)
         annotation_file = next((source / "annotation").glob("*-iw3-slc-vv-*.xml"))
-        annotation = etree.parse(str(annotation_file)).getroot()
-        manifest = etree.parse(str(source / "manifest.safe")).getroot()
-        _retime_annotation(annotation, swath, pol, bursts)
         root = etree.Element("burst")
         metadata = etree.SubElement(root, "metadata")
-        product = etree.SubElement(metadata, "product")
-        etree.SubElement(product, "swath").text = swath
-        etree.SubElement(product, "polarisation").text = pol
-        content = etree.SubElement(product, "content")
-        for child in annotation:
-            content.append(child)
-        for kind, sections in _noise_and_calibration(content, swath).items():
-            element = etree.SubElement(metadata, kind)
-            etree.SubElement(element, "swath").text = swath
-            etree.SubElement(element, "polarisation").text = pol
-            holder = etree.SubElement(element, "content")
-            for section in sections:
-                holder.append(section)
+        swaths = sorted({attribute(b["umm"], "SUBSWATH_NAME") or "IW3" for b in bursts})
+        for swath in swaths:
+            annotation = etree.parse(str(annotation_file)).getroot()
+            mine = [b for b in bursts if (attribute(b["umm"], "SUBSWATH_NAME") or "IW3") == swath]
+            _retime_annotation(annotation, swath, pol, mine)
+            product = etree.SubElement(metadata, "product")
+            etree.SubElement(product, "swath").text = swath
+            etree.SubElement(product, "polarisation").text = pol
+            content = etree.SubElement(product, "content")
+            for child in annotation:
+                content.append(child)
+            for kind, sections in _noise_and_calibration(content, swath).items():
+                element = etree.SubElement(metadata, kind)
+                etree.SubElement(element, "swath").text = swath
+                etree.SubElement(element, "polarisation").text = pol
+                holder = etree.SubElement(element, "content")
+                for section in sections:
+                    holder.append(section)
         wrapper = etree.SubElement(root, "manifest")
-        wrapper.append(manifest)
+        wrapper.append(etree.parse(str(source / "manifest.safe")).getroot())
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
@@ -1212,7 +1297,7 @@ def _retime_annotation(
 class _File:
     kind: Literal["scene", "burst_tiff", "burst_xml", "cookie"]
     record: Record | None = None
-    group: tuple[str, str, str] | None = None  # burst XML: (slc name, swath, pol)
+    group: tuple[str, str] | None = None  # burst XML: (SLC name, POL)
     body: bytes | None = None  # built content (bursts; scene zips are rebuilt on demand)
     filename: str = ""
     size: int | None = None
@@ -1237,7 +1322,8 @@ class DownloadServer(_LoopbackServer):
         self.cut_every_file_once = cut_every_file_once
         self.bytes_sent = 0
         self._files: dict[str, _File] = {}
-        self._bursts: dict[tuple[str, str, str], list[Record]] = {}
+        self._bursts: dict[tuple[str, str], list[Record]] = {}  # (SLC, POL) -> bursts
+        self._xml_cache: dict[tuple[str, str], bytes] = {}
         self._cut: set[str] = set()
         self._cut_done: set[str] = set()
         self._described: set[str] = set()
@@ -1266,7 +1352,7 @@ class DownloadServer(_LoopbackServer):
                 self._files[path] = _File("burst_tiff", record, filename=name)
             elif is_burst and path.endswith(".xml"):
                 slc, swath, pol = path.strip("/").split("/")[:3]
-                group = (slc, swath, pol)
+                group = (slc, pol)
                 self._bursts.setdefault(group, []).append(record)
                 name = f"{slc}_{swath}_{pol}_{path.rsplit('/', 1)[1]}"
                 self._files.setdefault(path, _File("burst_xml", None, group, filename=name))
@@ -1294,8 +1380,14 @@ class DownloadServer(_LoopbackServer):
             )
         else:
             assert entry.group is not None
-            slc, swath, pol = entry.group
-            data = self.products.burst_xml(slc, swath, pol, self._bursts[entry.group])
+            with self._build_lock:
+                cached = self._xml_cache.get(entry.group)
+            if cached is None:
+                slc, pol = entry.group
+                cached = self.products.burst_xml(slc, pol, self._bursts[entry.group])
+                with self._build_lock:
+                    self._xml_cache[entry.group] = cached
+            data = cached
         with self._build_lock:
             entry.size, entry.md5 = len(data), hashlib.md5(data).hexdigest()  # noqa: S324
             if entry.kind != "scene":
@@ -1737,6 +1829,8 @@ __all__ = [
     "acquire_services_fixture",
     "acquire_tls_fixture",
     "asf_search_pointed_at",
+    "burst_archive",
+    "neighbour_bursts",
     "download_volume",
     "make_tls_files",
     "match",

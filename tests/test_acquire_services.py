@@ -28,6 +28,7 @@ from acquire_services import (
     acquire_services_fixture,  # noqa: F401  (the `acquire_services` fixture)
     acquire_tls_fixture,  # noqa: F401  (the `acquire_tls` fixture)
     attribute,
+    burst_archive,
     download_volume,
     footprint,
     granule_name,
@@ -471,3 +472,48 @@ def test_scene_zip_reads_back_through_the_pipeline(
     assert read.relative_orbit == 13
     assert set(read.swaths) == {1, 2, 3}
     assert read.polarizations == ("vv",)
+
+
+def test_neighbour_bursts_give_several_burst_ids_a_date(
+    acquire_tls: TlsFiles, acquire_products: ProductFactory
+) -> None:
+    records = recorded("slc") + burst_archive((-1, 0, 1))
+    with running_services(acquire_tls, acquire_products, records=records) as services:
+        ids = ["174_372325_IW3", BURST_ID, "174_372327_IW3"]
+        found = asf_search.search(
+            dataset="SLC-BURST", fullBurstID=ids, start="2019-01-01", end="2019-12-31"
+        )
+        per_date: dict[str, set[str]] = {}
+        for burst in found:
+            day = burst.properties["startTime"][:10]
+            per_date.setdefault(day, set()).add(burst.properties["burst"]["fullBurstID"])
+        assert len(per_date) == 30
+        assert all(value == set(ids) for value in per_date.values())
+        # Footprints moved along the track: the recorded burst's centre is in it alone.
+        middle = asf_search.geo_search(
+            dataset="SLC-BURST", intersectsWith=BURST_POINT, start="2019-06-01", end="2019-06-30"
+        )
+        assert {b.properties["burst"]["fullBurstID"] for b in middle} == {BURST_ID}
+        # A burst missing from the archive on one date.
+        day = sorted(per_date)[3]
+        removed = services.cmr.remove(
+            lambda r: (
+                attribute(r["umm"], "BURST_ID_FULL") == "174_372327_IW3"
+                and time_range(r["umm"])[0].strftime("%Y-%m-%d") == day
+            )
+        )
+        assert len(removed) == 1
+        again = asf_search.search(
+            dataset="SLC-BURST", fullBurstID=ids, start="2019-01-01", end="2019-12-31"
+        )
+        assert len(again) == len(found) - 1
+        # One XML per SLC and polarization holds every burst index of that date.
+        burst = next(b for b in again if b.properties["burst"]["fullBurstID"] == ids[2])
+        xml_path = burst.properties["additionalUrls"][0].split(services.download.url)[1]
+        root = etree.fromstring(services.download.content(xml_path))
+        times = root.findall("metadata/product/content/swathTiming/burstList/burst/azimuthTime")
+        assert len(times) == burst.properties["burst"]["burstIndex"] + 1
+        assert root.find("metadata/noise/content/noiseRangeVectorList") is not None
+        assert root.find("metadata/calibration/content/calibrationVectorList") is not None
+        services.cmr.clear_requests()
+        assert services.cmr.requests == []
