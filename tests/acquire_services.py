@@ -1736,26 +1736,41 @@ def acquire_services_fixture(
 
 @dataclass(frozen=True)
 class VolumeSummary:
-    dates: list[str]
+    """What a scene-level and a burst-level download of one stack fetch (real sizes)."""
+
+    dates: list[str]  # the scene stack's dates used
     area_km: float
-    scenes: int
-    scene_bytes: int
-    bursts_per_date: int  # of the recorded burst ID that covers the area (the archive holds one)
-    bursts_per_date_estimate: int  # bursts an area of this size needs (all swaths it crosses)
-    burst_bytes: int
-    burst_bytes_measured: int  # recorded sizes of the recorded burst ID on those dates
-    mean_burst_bytes: float
-    ratio: float  # scene_bytes / burst_bytes
+    scenes: int  # SLC zips touching the area on those dates
+    scene_bytes: int  # their recorded sizes (BYTES)
+    scene_requests: int  # one GET per zip
+    bursts_along_track: int  # burst footprints a square of area_km crosses along the track
+    swaths: tuple[int, int]  # sub-swaths it crosses: (best case, worst case)
+    bursts_per_date: tuple[int, int]  # along-track bursts x swaths, (best, worst)
+    mean_burst_bytes: float  # mean recorded BYTE_LENGTH of the recorded burst ID
+    burst_bytes: tuple[int, int]  # (best, worst) for all dates (TIFFs; XMLs are ~1 MB a date)
+    burst_requests: tuple[int, int]  # TIFFs + one XML per date, each asked twice (202 first)
+    burst_bytes_measured: int  # the recorded burst ID alone on the burst stack's last N dates
+
+    @property
+    def ratio(self) -> tuple[float, float]:
+        """scene bytes / burst bytes, (worst, best)."""
+        best, worst = self.burst_bytes
+        return (self.scene_bytes / worst, self.scene_bytes / best)
 
     def lines(self) -> list[str]:
         gb = 1e9
+        n = len(self.dates)
         return [
-            f"stack of {len(self.dates)} dates over a {self.area_km:.0f} km area",
-            f"scene level: {self.scenes} SLC zips, {self.scene_bytes / gb:.1f} GB",
-            f"burst level: {self.bursts_per_date_estimate} bursts/date x {len(self.dates)} "
-            f"dates x {self.mean_burst_bytes / 1e6:.0f} MB = {self.burst_bytes / gb:.2f} GB "
-            f"(recorded burst ID alone: {self.burst_bytes_measured / gb:.2f} GB)",
-            f"scene/burst bytes: {self.ratio:.1f}x",
+            f"stack of {n} dates ({self.dates[0]} .. {self.dates[-1]}), {self.area_km:.0f} km area",
+            f"scene level: {self.scenes} SLC zips, {self.scene_bytes / gb:.1f} GB, "
+            f"{self.scene_requests} requests",
+            f"burst level: {self.bursts_along_track} bursts along track x {self.swaths[0]}-"
+            f"{self.swaths[1]} swaths = {self.bursts_per_date[0]}-{self.bursts_per_date[1]} "
+            f"bursts/date x {self.mean_burst_bytes / 1e6:.0f} MB = "
+            f"{self.burst_bytes[0] / gb:.2f}-{self.burst_bytes[1] / gb:.2f} GB, "
+            f"{self.burst_requests[0]}-{self.burst_requests[1]} requests",
+            f"recorded burst ID alone over {n} dates: {self.burst_bytes_measured / gb:.2f} GB",
+            f"scene/burst bytes: {self.ratio[0]:.0f}x-{self.ratio[1]:.0f}x",
         ]
 
 
@@ -1768,12 +1783,13 @@ def _area_around(lon: float, lat: float, size_km: float) -> Polygon:
 def download_volume(dates: int = 20, area_km: float = 30.0) -> VolumeSummary:
     """Bytes a scene-level and a burst-level download of a `dates`-date stack would fetch.
 
-    Scene level: the recorded SLC stack (real sizes), the `dates` most recent dates whose scenes
-    cover a `area_km` square at the stack reference's centre (every scene touching it counts).
-    Burst level: the recorded burst ID's real sizes on its `dates` most recent dates, scaled to
-    the bursts such an area needs: ceil(area / 20 km) along track per swath (IW bursts are
-    ~20 km long) x ceil(area / 85 km) + 1 swaths (a ~250 km swath in three ~85 km sub-swaths;
-    an area may straddle two), capped at 3 swaths.
+    Scene level: the recorded SLC stack (real sizes): the `dates` most recent dates with a
+    scene touching an `area_km` square at the stack reference's centre; every scene touching
+    it counts. Burst level: the recorded burst ID's real sizes (mean BYTE_LENGTH); along the
+    track, the number of burst footprints (the recorded one and its neighbours, see
+    :func:`neighbour_bursts`) that an `area_km` square centred on the recorded burst crosses;
+    across, 1 sub-swath (best case) to 1 + ceil(area / 85 km) (worst: the square straddles
+    sub-swaths of ~85 km), at most 3.
     """
     slc = recorded("slc")
     reference = next(r for r in slc if granule_name(r) == SLC_STACK_REFERENCE)
@@ -1797,21 +1813,27 @@ def download_volume(dates: int = 20, area_km: float = 30.0) -> VolumeSummary:
     measured = [r for day in burst_days for r in by_day[day]]
     measured_bytes = sum(recorded_bytes(r) for r in measured)
     mean = measured_bytes / max(1, len(measured))
-    along = math.ceil(area_km / 20.0)
-    swaths = min(3, math.ceil(area_km / 85.0) + 1)
-    per_date = along * swaths
-    burst_bytes = round(mean * per_date * len(chosen))
+    one = by_day[burst_days[-1]][0]
+    middle = footprint(one["umm"]).centroid
+    square = _area_around(middle.x, middle.y, area_km)
+    row = [one, *neighbour_bursts([one], (-4, -3, -2, -1, 1, 2, 3, 4))]
+    along = sum(1 for r in row if footprint(r["umm"]).intersects(square))
+    swaths = (1, min(3, 1 + math.ceil(area_km / 85.0)))
+    per_date = (along * swaths[0], along * swaths[1])
+    n = len(chosen)
     return VolumeSummary(
         dates=chosen,
         area_km=area_km,
         scenes=len(scenes),
         scene_bytes=scene_bytes,
-        bursts_per_date=1,
-        bursts_per_date_estimate=per_date,
-        burst_bytes=burst_bytes,
-        burst_bytes_measured=measured_bytes,
+        scene_requests=len(scenes),
+        bursts_along_track=along,
+        swaths=swaths,
+        bursts_per_date=per_date,
         mean_burst_bytes=mean,
-        ratio=scene_bytes / burst_bytes if burst_bytes else math.inf,
+        burst_bytes=(round(mean * per_date[0] * n), round(mean * per_date[1] * n)),
+        burst_requests=(2 * (per_date[0] + 1) * n, 2 * (per_date[1] + 1) * n),
+        burst_bytes_measured=measured_bytes,
     )
 
 
