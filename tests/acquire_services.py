@@ -93,8 +93,36 @@ the file. ``Range: bytes=N-`` (and ``N-M``) answer 206 with Content-Range; ``HEA
 ``.count(path)`` / ``.counts()`` / ``.requests`` count and record every request,
 ``.bytes_sent`` sums the body bytes sent.
 
-Benchmark helper: :func:`download_volume` summarises, from the recorded (real) metadata, the
-bytes a scene-level and a burst-level download of an N-date stack over an area would fetch.
+``.clear_requests()`` (every server) forgets what was recorded, e.g. before a rerun that
+must make no request. ``cmr.remove(predicate)`` takes records out of the archive (a burst
+missing on a date); ``cmr.faults.append(status)`` answers the next search with that status.
+
+Other archives: :func:`running_services` ``(tls, products, records=None, burst_202=1,
+cut_every_file_once=False, max_page_size=2000, point_asf_search=True)`` starts the bundle
+with other records or options (``records`` default: all recorded SLCs + bursts).
+:func:`burst_archive` ``(offsets=(-1, 0, 1))`` is the recorded bursts plus
+:func:`neighbour_bursts`: for each recorded burst, the bursts k positions along the track in
+the same acquisition (burst ID, index, times, footprint, names and URLs moved to match;
+DERIVED, not recorded), so that a date has several burst IDs. :func:`recorded` ``("slc" |
+"burst")`` gives deep copies of the records.
+
+Pointing the pipeline at them: ``Settings(cmr_host=services.cmr.host,
+edl_host=services.edl.host, earthdata_token=services.token, ...)`` (or
+``**services.settings_values()``); there is no download-URL setting: downloads follow the URLs
+the search returns, which point at ``services.download.url``. In the test process the fixture
+has already set asf_search's host and REPORT_ERRORS and burst2safe's COOKIE_URL; a child
+process (``run_cli``) gets ``services.env()`` (CMR_HOST, EDL_HOST, EARTHDATA_TOKEN,
+REQUESTS_CA_BUNDLE, SSL_CERT_FILE) and the production code must itself set asf_search's
+``host`` (and REPORT_ERRORS = False) from CMR_HOST; burst2safe's COOKIE_URL
+(``https://sentinel1.asf.alaska.edu/...``) is a constant there, so a child process that runs
+burst2safe needs the production code to redirect it (``services.cookie_url`` is the loopback
+one). The valid identity is fixed: :data:`VALID_TOKEN`, :data:`VALID_USER`,
+:data:`VALID_PASSWORD` (grep a log or a file for them to prove a secret did not leak).
+
+Benchmark helper: :func:`download_volume` ``(dates=20, area_km=30.0)`` ->
+:class:`VolumeSummary` summarises, from the recorded (real) metadata, the bytes and requests
+a scene-level and a burst-level download of an N-date stack over an area would fetch
+(``.lines()`` prints it).
 """
 
 from __future__ import annotations
@@ -281,7 +309,9 @@ def neighbour_bursts(records: Sequence[Record], offsets: Sequence[int] = (-1, 1)
             shift = dt.timedelta(seconds=BURST_INTERVAL_S * k)
             full = f"{track}_{relative + k:06d}_{swath}"
             set_attribute(u, "BURST_ID_RELATIVE", str(relative + k))
-            set_attribute(u, "BURST_ID_ABSOLUTE", str(int(attribute(u, "BURST_ID_ABSOLUTE")) + k))
+            set_attribute(
+                u, "BURST_ID_ABSOLUTE", str(int(attribute(u, "BURST_ID_ABSOLUTE") or 0) + k)
+            )
             set_attribute(u, "BURST_ID_FULL", full)
             set_attribute(u, "BURST_INDEX", str(index + k))
             for name in ("AZIMUTH_TIME",):
@@ -557,7 +587,8 @@ class _LoopbackServer:
         handler = type("Handler", (_Handler,), {"owner": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
-        self._httpd.handle_error = lambda request, address: None  # clients hang up on purpose
+        # Clients hang up on purpose: no tracebacks on stderr.
+        self._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         if tls is not None:
             self.scheme = "https"
             self._httpd.socket = tls.server_context().wrap_socket(
@@ -807,7 +838,8 @@ class CmrServer(_LoopbackServer):
 
     def remove(self, predicate: Any) -> list[Record]:
         """Take records out of the archive (e.g. a missing burst); returns those removed."""
-        kept, removed = [], []
+        kept: list[Record] = []
+        removed: list[Record] = []
         for record in self.records:
             (removed if predicate(record) else kept).append(record)
         self.records = kept
@@ -947,7 +979,7 @@ class EdlServer(_LoopbackServer):
                  "Set-Cookie": "urs_user_already_logged=yes; Path=/"},
             )  # fmt: skip
         elif hit.path == "/login":
-            code = form.get("code")
+            code = form.get("code") or ""
             if code in ident.codes:
                 cookie = ident.new_cookie()
                 request.reply(
@@ -1280,11 +1312,11 @@ def _retime_annotation(
     for index in range(count):
         element = copy.deepcopy(template)
         when = anchor_time + dt.timedelta(seconds=interval * (index - anchor_index))
-        stamp = f"{when:%Y-%m-%dT%H:%M:%S.%f}"
-        element.find("azimuthTime").text = stamp
+        text = f"{when:%Y-%m-%dT%H:%M:%S.%f}"
+        element.find("azimuthTime").text = text
         sensing = element.find("sensingTime")
         if sensing is not None:
-            sensing.text = stamp
+            sensing.text = text
         anx = element.find("azimuthAnxTime")
         record = by_index.get(index)
         if anx is not None and record is not None:
@@ -1415,7 +1447,7 @@ class DownloadServer(_LoopbackServer):
                 set_attribute(umm, "BYTES", str(entry.size))
                 set_attribute(umm, "MD5SUM", str(entry.md5))
                 for info in umm.get("DataGranule", {}).get("ArchiveAndDistributionInformation", []):
-                    info["Size"] = entry.size / 2**20
+                    info["Size"] = (entry.size or 0) / 2**20
                     info["SizeUnit"] = "MB"
             else:
                 set_attribute(umm, "BYTE_LENGTH", str(entry.size))
@@ -1555,16 +1587,14 @@ def asf_search_pointed_at(
     saved_report = asf_search.REPORT_ERRORS
     session = asf_config["session"]
     saved_session = (session.edl_host, session.asf_auth_host, session.cmr_host)
-    b2s_download: Any = None
+    b2s: Any = None  # burst2safe.download, when patched
     saved_cookie = None
     if cookie_url is not None:
-        try:
-            import burst2safe.download as b2s_download
-        except ImportError:  # pragma: no cover - burst2safe is a project dependency
-            b2s_download = None
-        if b2s_download is not None:
-            saved_cookie = b2s_download.COOKIE_URL
-            b2s_download.COOKIE_URL = cookie_url
+        import burst2safe.download
+
+        b2s = burst2safe.download
+        saved_cookie = b2s.COOKIE_URL
+        b2s.COOKIE_URL = cookie_url
     asf_search.REPORT_ERRORS = False
     asf_config["host"] = cmr_host
     INTERNAL.CMR_HOST = cmr_host
@@ -1586,8 +1616,8 @@ def asf_search_pointed_at(
         session.headers.pop("CMR-Search-After", None)
         session.cookies.clear()
         asf_search.REPORT_ERRORS = saved_report
-        if b2s_download is not None:
-            b2s_download.COOKIE_URL = saved_cookie
+        if b2s is not None:
+            b2s.COOKIE_URL = saved_cookie
 
 
 @dataclass
