@@ -98,8 +98,9 @@ must make no request. ``cmr.remove(predicate)`` takes records out of the archive
 missing on a date); ``cmr.faults.append(status)`` answers the next search with that status.
 
 Other archives: :func:`running_services` ``(tls, products, records=None, burst_202=1,
-cut_every_file_once=False, max_page_size=2000, point_asf_search=True)`` starts the bundle
-with other records or options (``records`` default: all recorded SLCs + bursts).
+cut_every_file_once=False, max_page_size=2000, point_asf_search=True, download_tls=False)``
+starts the bundle with other records or options (``records`` default: all recorded SLCs +
+bursts; ``download_tls``: the download server on https too, same CA).
 :func:`burst_archive` ``(offsets=(-1, 0, 1))`` is the recorded bursts plus
 :func:`neighbour_bursts`: for each recorded burst, the bursts k positions along the track in
 the same acquisition (burst ID, index, times, footprint, names and URLs moved to match;
@@ -1672,11 +1673,15 @@ def running_services(
     cut_every_file_once: bool = False,
     max_page_size: int = 2000,
     point_asf_search: bool = True,
+    download_tls: bool = False,
 ) -> Iterator[AcquireServices]:
     """Start the three services (and point asf_search at them); stop and restore after."""
     identity = Identity()
     saved_env = {k: os.environ.get(k) for k in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")}
-    with DownloadServer(products, identity, None, burst_202, cut_every_file_once) as download:
+    download_server = DownloadServer(
+        products, identity, tls if download_tls else None, burst_202, cut_every_file_once
+    )
+    with download_server as download:
         assert isinstance(download, DownloadServer)
         with (
             CmrServer(tls, records, download, identity, max_page_size) as cmr,

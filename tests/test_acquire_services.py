@@ -520,3 +520,15 @@ def test_neighbour_bursts_give_several_burst_ids_a_date(
         assert root.find("metadata/calibration/content/calibrationVectorList") is not None
         services.cmr.clear_requests()
         assert services.cmr.requests == []
+
+
+def test_download_server_over_tls(acquire_tls: TlsFiles, acquire_products: ProductFactory) -> None:
+    with running_services(acquire_tls, acquire_products, download_tls=True) as services:
+        product = asf_search.granule_search([SLC_STACK_REFERENCE])[0]
+        assert product.properties["url"].startswith("https://127.0.0.1:")
+        answer = requests.get(
+            product.properties["url"], headers={"Authorization": f"Bearer {services.token}"},
+            timeout=30,
+        )  # fmt: skip
+        assert answer.status_code == 200
+        assert len(answer.content) == product.properties["bytes"]
