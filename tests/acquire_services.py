@@ -1181,35 +1181,68 @@ class ProductFactory:
             self._tiffs[key] = data
             return data
 
-    def burst_xml(self, slc_name: str, pol: str, bursts: Sequence[Record]) -> bytes:
-        """ASF's combined burst metadata for one SLC and polarization: a product, calibration
-        and noise annotation per swath that has bursts, and the manifest (burst2safe keeps one
-        such file per SLC and polarization, `<SLC>_<POL>.xml`, for all swaths)."""
+    def burst_xml(self, slc_name: str, swath: str, pol: str, bursts: Sequence[Record]) -> bytes:
+        """ASF's combined burst metadata for one SLC, swath and polarization: the product
+        annotation (real, retimed) and the manifest; no noise/calibration (the download server
+        adds flat ones with :func:`complete_burst_xml` unless the document has them)."""
         source = realdata_or_skip(BURST_SOURCE_SAFE)
         annotation_file = next((source / "annotation").glob("*-iw3-slc-vv-*.xml"))
+        annotation = etree.parse(str(annotation_file)).getroot()
+        _retime_annotation(annotation, swath, pol, bursts)
         root = etree.Element("burst")
         metadata = etree.SubElement(root, "metadata")
-        swaths = sorted({attribute(b["umm"], "SUBSWATH_NAME") or "IW3" for b in bursts})
-        for swath in swaths:
-            annotation = etree.parse(str(annotation_file)).getroot()
-            mine = [b for b in bursts if (attribute(b["umm"], "SUBSWATH_NAME") or "IW3") == swath]
-            _retime_annotation(annotation, swath, pol, mine)
-            product = etree.SubElement(metadata, "product")
-            etree.SubElement(product, "swath").text = swath
-            etree.SubElement(product, "polarisation").text = pol
-            content = etree.SubElement(product, "content")
-            for child in annotation:
-                content.append(child)
-            for kind, sections in _noise_and_calibration(content, swath).items():
-                element = etree.SubElement(metadata, kind)
-                etree.SubElement(element, "swath").text = swath
-                etree.SubElement(element, "polarisation").text = pol
-                holder = etree.SubElement(element, "content")
-                for section in sections:
-                    holder.append(section)
+        product = etree.SubElement(metadata, "product")
+        etree.SubElement(product, "swath").text = swath
+        etree.SubElement(product, "polarisation").text = pol
+        content = etree.SubElement(product, "content")
+        for child in annotation:
+            content.append(child)
         wrapper = etree.SubElement(root, "manifest")
         wrapper.append(etree.parse(str(source / "manifest.safe")).getroot())
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+    def slc_burst_xml(self, slc_name: str, pol: str, bursts: Sequence[Record]) -> bytes:
+        """The document served for one SLC and polarization (burst2safe keeps one such file,
+        `<SLC>_<POL>.xml`, for all swaths): :meth:`burst_xml` per swath that has bursts,
+        merged, then :func:`complete_burst_xml`."""
+        swaths = sorted({attribute(b["umm"], "SUBSWATH_NAME") or "IW3" for b in bursts})
+        base: etree._Element | None = None
+        for swath in swaths:
+            mine = [b for b in bursts if (attribute(b["umm"], "SUBSWATH_NAME") or "IW3") == swath]
+            doc = etree.fromstring(self.burst_xml(slc_name, swath, pol, mine))
+            if base is None:
+                base = doc
+            else:
+                target = base.find("metadata")
+                for child in doc.find("metadata"):
+                    target.append(child)
+        assert base is not None
+        return complete_burst_xml(etree.tostring(base, xml_declaration=True, encoding="UTF-8"))
+
+
+def complete_burst_xml(data: bytes) -> bytes:
+    """Add flat calibration and noise annotations for every swath/polarization of a combined
+    burst XML that has a product annotation but no such annotation (see
+    :func:`_noise_and_calibration`)."""
+    root = etree.fromstring(data)
+    metadata = root.find("metadata")
+    have = {
+        (item.tag, item.findtext("swath"), item.findtext("polarisation"))
+        for item in metadata
+        if item.tag in ("noise", "calibration")
+    }
+    for product in metadata.findall("product"):
+        swath, pol = product.findtext("swath") or "", product.findtext("polarisation") or ""
+        for kind, sections in _noise_and_calibration(product.find("content"), swath).items():
+            if (kind, swath, pol) in have:
+                continue
+            element = etree.SubElement(metadata, kind)
+            etree.SubElement(element, "swath").text = swath
+            etree.SubElement(element, "polarisation").text = pol
+            holder = etree.SubElement(element, "content")
+            for section in sections:
+                holder.append(section)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
 def _noise_and_calibration(content: etree._Element, swath: str) -> dict[str, list[etree._Element]]:
@@ -1417,7 +1450,7 @@ class DownloadServer(_LoopbackServer):
                 cached = self._xml_cache.get(entry.group)
             if cached is None:
                 slc, pol = entry.group
-                cached = self.products.burst_xml(slc, pol, self._bursts[entry.group])
+                cached = self.products.slc_burst_xml(slc, pol, self._bursts[entry.group])
                 with self._build_lock:
                     self._xml_cache[entry.group] = cached
             data = cached
@@ -1765,6 +1798,12 @@ def acquire_services_fixture(
         yield services
 
 
+# The same fixtures under the names of the first version (imported by name elsewhere).
+acquire_tls = acquire_tls_fixture
+acquire_products = acquire_products_fixture
+acquire_services = acquire_services_fixture
+
+
 # ---------------------------------------------------------------------------------------------
 # Benchmark: bytes fetched at scene vs burst level, from the recorded metadata
 
@@ -1882,7 +1921,11 @@ __all__ = [
     "ProductFactory",
     "TlsFiles",
     "VolumeSummary",
+    "acquire_products",
     "acquire_products_fixture",
+    "acquire_services",
+    "acquire_tls",
+    "complete_burst_xml",
     "acquire_services_fixture",
     "acquire_tls_fixture",
     "asf_search_pointed_at",
