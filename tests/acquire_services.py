@@ -12,8 +12,12 @@ with two edits: download URLs point at the loopback download server, and the siz
 every file (``BYTES``/``MD5SUM``/``DataGranule`` for scenes, ``BYTE_LENGTH`` for bursts) are
 those of the small file that server really serves.
 
-Fixtures (import them in a test module: ``from acquire_services import *  # noqa: F403`` or
-name them: ``from acquire_services import acquire_services, acquire_tls``):
+Fixtures (import them as the other fixture modules are imported:
+``from acquire_services import acquire_services_fixture  # noqa: F401``; tests then ask for
+``acquire_services``. ``acquire_tls_fixture`` / ``acquire_products_fixture`` are only needed
+by tests that ask for ``acquire_tls`` / ``acquire_products`` themselves, e.g. to call
+:func:`running_services` with other options; :func:`session_tls` / :func:`session_products`
+give the same objects without a fixture):
 
 ``acquire_tls`` (session) -> :class:`TlsFiles`
     A test CA and a server certificate for 127.0.0.1/localhost, made at test time
@@ -23,17 +27,26 @@ name them: ``from acquire_services import acquire_services, acquire_tls``):
     the real products (``<name>.zip`` holding ``<name>.SAFE/`` with the real manifest.safe
     rewritten to the product and the real VV annotation XMLs of ../shared/realdata/s1_slc, one
     per polarization, 0-byte measurement tiffs), burst TIFFs (a valid, sparse GeoTIFF of the
-    burst's real lines x samples, CInt16, a few kB) and burst XMLs (ASF's combined metadata
-    document: ``<burst><metadata><product><swath/><polarisation/><content>`` = the real
-    annotation of ../shared/realdata/s1_burst_safe, with one ``<burst>`` per burst index, and
-    ``<manifest>`` = its real manifest.safe).
+    burst's real lines x samples, CInt16, one non-zero 64x64 tile, a few kB) and burst XMLs
+    (ASF's combined metadata document: ``<burst><metadata><product|calibration|noise>
+    <swath/><polarisation/><content>`` and ``<manifest>``). The product annotation is the real
+    one of ../shared/realdata/s1_burst_safe (S1B, track 174, IW3: the recorded burst ID's own
+    track) with one ``<burst>`` (and geolocation-grid rows) per burst index up to the
+    granule's, retimed to the granule's azimuth time; the manifest is that SAFE's real
+    manifest.safe. Calibration and noise are NOT real (realdata has none): flat LUTs on the
+    annotation's burst grid, enough for burst2safe to write a SAFE (tested end to end:
+    burst2safe downloads through these services and builds a SAFE that the pipeline's
+    ``read_product`` reads; ~20 s and ~150 MB of disk per burst, as burst2safe writes the
+    full-size measurement).
 ``acquire_services`` (function) -> :class:`AcquireServices`
     Starts a :class:`DownloadServer` (plain http), an :class:`EdlServer` and a
     :class:`CmrServer` (both https, certificate of ``acquire_tls``), sets REQUESTS_CA_BUNDLE and
     SSL_CERT_FILE to the test CA, points asf_search at the CMR (``ASFSearchOptions`` config
     ``host``, ``INTERNAL.CMR_HOST``/``EDL_HOST``/``ASF_AUTH_HOST``) with
     ``asf_search.REPORT_ERRORS = False``, and points burst2safe's cookie URL at the download
-    server; all restored afterwards. Attributes:
+    server; all restored afterwards. HOME is a fresh folder under tmp_path (no real ~/.netrc
+    is read or written by asf_search / burst2safe) and EARTHDATA_* / NETRC are unset.
+    Attributes:
 
     - ``.cmr`` / ``.edl`` / ``.download``: the servers; ``.cmr.host`` and ``.edl.host`` are
       ``127.0.0.1:PORT`` (what ``CMR_HOST`` / ``EDL_HOST`` take); ``.download.url`` is
@@ -80,12 +93,42 @@ the file. ``Range: bytes=N-`` (and ``N-M``) answer 206 with Content-Range; ``HEA
 ``.count(path)`` / ``.counts()`` / ``.requests`` count and record every request,
 ``.bytes_sent`` sums the body bytes sent.
 
-Benchmark helper: :func:`download_volume` summarises, from the recorded (real) metadata, the
-bytes a scene-level and a burst-level download of an N-date stack over an area would fetch.
+``.clear_requests()`` (every server) forgets what was recorded, e.g. before a rerun that
+must make no request. ``cmr.remove(predicate)`` takes records out of the archive (a burst
+missing on a date); ``cmr.faults.append(status)`` answers the next search with that status.
+
+Other archives: :func:`running_services` ``(tls, products, records=None, burst_202=1,
+cut_every_file_once=False, max_page_size=2000, point_asf_search=True, download_tls=False)``
+starts the bundle with other records or options (``records`` default: all recorded SLCs +
+bursts; ``download_tls``: the download server on https too, same CA).
+:func:`burst_archive` ``(offsets=(-1, 0, 1))`` is the recorded bursts plus
+:func:`neighbour_bursts`: for each recorded burst, the bursts k positions along the track in
+the same acquisition (burst ID, index, times, footprint, names and URLs moved to match;
+DERIVED, not recorded), so that a date has several burst IDs. :func:`recorded` ``("slc" |
+"burst")`` gives deep copies of the records.
+
+Pointing the pipeline at them: ``Settings(cmr_host=services.cmr.host,
+edl_host=services.edl.host, earthdata_token=services.token, ...)`` (or
+``**services.settings_values()``); there is no download-URL setting: downloads follow the URLs
+the search returns, which point at ``services.download.url``. In the test process the fixture
+has already set asf_search's host and REPORT_ERRORS and burst2safe's COOKIE_URL; a child
+process (``run_cli``) gets ``services.env()`` (CMR_HOST, EDL_HOST, EARTHDATA_TOKEN,
+REQUESTS_CA_BUNDLE, SSL_CERT_FILE) and the production code must itself set asf_search's
+``host`` (and REPORT_ERRORS = False) from CMR_HOST; burst2safe's COOKIE_URL
+(``https://sentinel1.asf.alaska.edu/...``) is a constant there, so a child process that runs
+burst2safe needs the production code to redirect it (``services.cookie_url`` is the loopback
+one). The valid identity is fixed: :data:`VALID_TOKEN`, :data:`VALID_USER`,
+:data:`VALID_PASSWORD` (grep a log or a file for them to prove a secret did not leak).
+
+Benchmark helper: :func:`download_volume` ``(dates=20, area_km=30.0)`` ->
+:class:`VolumeSummary` summarises, from the recorded (real) metadata, the bytes and requests
+a scene-level and a burst-level download of an N-date stack over an area would fetch
+(``.lines()`` prints it).
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import copy
 import datetime as dt
@@ -108,7 +151,7 @@ import threading
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -232,6 +275,84 @@ def recorded_bytes(record: Record) -> int:
     umm = record["umm"]
     value = attribute(umm, "BYTE_LENGTH") or attribute(umm, "BYTES")
     return round(float(value)) if value is not None else 0
+
+
+BURST_INTERVAL_S = 2.758277  # between the starts of successive IW bursts
+
+
+def neighbour_bursts(records: Sequence[Record], offsets: Sequence[int] = (-1, 1)) -> list[Record]:
+    """Bursts next to the recorded ones along the track, derived from them (NOT recorded).
+
+    The archive holds one burst ID (174_372326_IW3); tests of burst selection need several per
+    date. For each record and offset k this makes the burst k positions later in the same
+    acquisition: relative/absolute burst ID + k, burst index + k (kept within 0..8), times +
+    k x 2.758 s, footprint and centre moved k burst lengths along the track (the polygon's
+    along-track edge), granule name, concept ID and extractor URLs to match. Sizes stay the
+    recorded ones.
+    """
+    made: list[Record] = []
+    for record in records:
+        umm = record["umm"]
+        relative = int(attribute(umm, "BURST_ID_RELATIVE") or 0)
+        index = int(attribute(umm, "BURST_INDEX") or 0)
+        track, _, swath = (attribute(umm, "BURST_ID_FULL") or "0_0_IW1").split("_")
+        points = umm["SpatialExtent"]["HorizontalSpatialDomain"]["Geometry"]["GPolygons"][0]
+        edge = points["Boundary"]["Points"]
+        step_lat = edge[0]["Latitude"] - edge[1]["Latitude"]
+        step_lon = edge[0]["Longitude"] - edge[1]["Longitude"]
+        if attribute(umm, "ASCENDING_DESCENDING") == "ASCENDING":
+            step_lat, step_lon = -step_lat, -step_lon
+        for k in offsets:
+            if k == 0 or not 0 <= index + k <= 8:
+                continue
+            new = {"meta": copy.deepcopy(record["meta"]), "umm": copy.deepcopy(umm)}
+            u = new["umm"]
+            shift = dt.timedelta(seconds=BURST_INTERVAL_S * k)
+            full = f"{track}_{relative + k:06d}_{swath}"
+            set_attribute(u, "BURST_ID_RELATIVE", str(relative + k))
+            set_attribute(
+                u, "BURST_ID_ABSOLUTE", str(int(attribute(u, "BURST_ID_ABSOLUTE") or 0) + k)
+            )
+            set_attribute(u, "BURST_ID_FULL", full)
+            set_attribute(u, "BURST_INDEX", str(index + k))
+            for name in ("AZIMUTH_TIME",):
+                value = attribute(u, name)
+                if value:
+                    set_attribute(u, name, f"{_utc(value) + shift:%Y-%m-%dT%H:%M:%S.%f}")
+            anx = attribute(u, "AZIMUTH_ANX_TIME")
+            if anx:
+                set_attribute(u, "AZIMUTH_ANX_TIME", f"{float(anx) + BURST_INTERVAL_S * k:.9f}")
+            for name, step in (("CENTER_LAT", step_lat), ("CENTER_LON", step_lon)):
+                value = attribute(u, name)
+                if value:
+                    set_attribute(u, name, f"{float(value) + step * k:.6f}")
+            span = u["TemporalExtent"]["RangeDateTime"]
+            for key in ("BeginningDateTime", "EndingDateTime"):
+                span[key] = f"{_utc(span[key]) + shift:%Y-%m-%dT%H:%M:%S.%fZ}"
+            for poly in u["SpatialExtent"]["HorizontalSpatialDomain"]["Geometry"]["GPolygons"]:
+                for point in poly["Boundary"]["Points"]:
+                    point["Latitude"] = round(point["Latitude"] + step_lat * k, 6)
+                    point["Longitude"] = round(point["Longitude"] + step_lon * k, 6)
+            parts = u["GranuleUR"].split("_")  # S1_372326_IW3_20180815T151558_VV_6BD3-BURST
+            stamp = dt.datetime.strptime(parts[3], "%Y%m%dT%H%M%S") + shift
+            parts[1], parts[3] = f"{relative + k:06d}", f"{stamp:%Y%m%dT%H%M%S}"
+            u["GranuleUR"] = "_".join(parts)
+            new["meta"]["native-id"] = u["GranuleUR"]
+            new["meta"]["concept-id"] = f"{record['meta'].get('concept-id', 'G0-ASF')}-{k:+d}"
+            for related in u.get("RelatedUrls", []):
+                url = related.get("URL", "")
+                found = re.search(r"/(\d+)\.(tiff|xml)$", url)
+                if found:
+                    related["URL"] = f"{url[: found.start()]}/{index + k}.{found[2]}"
+            made.append(new)
+    return made
+
+
+def burst_archive(offsets: Sequence[int] = (-1, 0, 1)) -> list[Record]:
+    """The recorded bursts (offset 0) plus derived neighbours: len(offsets) burst IDs a date."""
+    records = recorded("burst")
+    extra = neighbour_bursts(records, [k for k in offsets if k != 0])
+    return (records if 0 in offsets else []) + extra
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,7 +588,8 @@ class _LoopbackServer:
         handler = type("Handler", (_Handler,), {"owner": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
-        self._httpd.handle_error = lambda request, address: None  # clients hang up on purpose
+        # Clients hang up on purpose: no tracebacks on stderr.
+        self._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         if tls is not None:
             self.scheme = "https"
             self._httpd.socket = tls.server_context().wrap_socket(
@@ -504,6 +626,11 @@ class _LoopbackServer:
     def _record(self, hit: Hit) -> None:
         with self._lock:
             self.requests.append(hit)
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests (e.g. before a rerun that must make none)."""
+        with self._lock:
+            self.requests.clear()
 
     def handle(self, request: _Handler, hit: Hit) -> None:  # pragma: no cover - overridden
         request.reply(404)
@@ -596,7 +723,11 @@ def _range_matches(number: float, value: str) -> bool:
     )
 
 
-def match(record: Record, fields: Sequence[tuple[str, str]]) -> bool:
+def match(
+    record: Record,
+    fields: Sequence[tuple[str, str]],
+    shape_of: Callable[[Record], BaseGeometry] | None = None,
+) -> bool:
     """Whether a record answers a CMR granule query (AND of parameters, OR within one)."""
     umm, meta = record["umm"], record["meta"]
     groups: dict[str, list[str]] = {}
@@ -636,7 +767,7 @@ def match(record: Record, fields: Sequence[tuple[str, str]]) -> bool:
             if not any(_temporal_matches(umm, v) for v in values):
                 return False
         elif key in _SPATIAL_KEYS:
-            shape = footprint(umm)
+            shape = shape_of(record) if shape_of is not None else footprint(umm)
             if not any(shape.intersects(spatial_shape(key, v)) for v in values):
                 return False
         elif key == "readable_granule_name":
@@ -692,23 +823,35 @@ class CmrServer(_LoopbackServer):
         self.records: list[Record] = []
         self._search_after: dict[str, tuple[tuple[tuple[str, str], ...], int]] = {}
         self.faults: list[int] = []  # statuses to answer the next searches with, in order
-        self.add(records if records is not None else recorded("slc") + recorded("burst"))
+        self._shapes: dict[str, BaseGeometry] = {}
+        if records is None:
+            records = list(_load_yaml(str(realdata_or_skip(SLC_STACK_FILE))))
+            records += list(_load_yaml(str(realdata_or_skip(BURST_STACK_FILE))))
+        self.add(records)
 
     def add(self, records: Sequence[Record]) -> None:
         """Publish records (deep-copied); with a download server, their URLs point at it."""
         for record in records:
-            record = copy.deepcopy(record)
+            record = {"meta": record["meta"], "umm": copy.deepcopy(record["umm"])}
             if self.download is not None:
                 self.download.publish(record)
             self.records.append(record)
 
     def remove(self, predicate: Any) -> list[Record]:
         """Take records out of the archive (e.g. a missing burst); returns those removed."""
-        kept, removed = [], []
+        kept: list[Record] = []
+        removed: list[Record] = []
         for record in self.records:
             (removed if predicate(record) else kept).append(record)
         self.records = kept
         return removed
+
+    def _shape(self, record: Record) -> BaseGeometry:
+        key = record["umm"]["GranuleUR"]
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = footprint(record["umm"])
+        return shape
 
     def granule_requests(self) -> list[Hit]:
         return [h for h in self.requests if h.path.startswith("/search/granules")]
@@ -719,7 +862,7 @@ class CmrServer(_LoopbackServer):
 
     def search(self, fields: Sequence[tuple[str, str]]) -> list[Record]:
         """The records a query selects, in CMR's order (no paging)."""
-        found = [r for r in self.records if match(r, fields)]
+        found = [r for r in self.records if match(r, fields, self._shape)]
         return sorted(found, key=_sort_key)
 
     def handle(self, request: _Handler, hit: Hit) -> None:
@@ -837,7 +980,7 @@ class EdlServer(_LoopbackServer):
                  "Set-Cookie": "urs_user_already_logged=yes; Path=/"},
             )  # fmt: skip
         elif hit.path == "/login":
-            code = form.get("code")
+            code = form.get("code") or ""
             if code in ident.codes:
                 cookie = ident.new_cookie()
                 request.reply(
@@ -871,7 +1014,9 @@ class ProductFactory:
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._tiffs: dict[tuple[int, int], bytes] = {}
-        self._deflated: dict[str, tuple[int, bytes]] = {}
+        self._deflated: dict[str, tuple[int, int, bytes]] = {}
+        self._scene_info: dict[str, tuple[int, str]] = {}
+        self._manifests: dict[Path, etree._Element] = {}
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._lock:
@@ -883,7 +1028,7 @@ class ProductFactory:
         The zip is rebuilt on every call (a few ms: the compressed annotations are cached,
         they are the real files' bytes for every product), so nothing large stays in memory.
         """
-        from conftest import make_safe_product
+        from conftest import _manifest_time, _rewrite_manifest
 
         name = granule_name(record)
         umm = record["umm"]
@@ -891,41 +1036,87 @@ class ProductFactory:
         pols = tuple(p for p in pol.replace("+", " ").split())
         shape = footprint(umm)
         coords = list(shape.exterior.coords)[:-1] if isinstance(shape, Polygon) else []
-        work = Path(tempfile.mkdtemp(dir=self.folder))
-        try:
-            safe = make_safe_product(
-                work,
-                name=name,
-                from_real=SCENE_SOURCE,
-                relative_orbit=int(attribute(umm, "PATH_NUMBER") or 0) or None,
-                polarizations=pols,
-                footprint=[(lat, lon) for lon, lat in coords] or None,
-            )
-            entries: list[tuple[str, bytes | None]] = []
-            for path in sorted(safe.rglob("*")):
-                arcname = str(Path(safe.name) / path.relative_to(safe))
-                entries.append(
-                    (arcname + "/", None) if path.is_dir() else (arcname, path.read_bytes())
-                )
-            entries.insert(0, (safe.name + "/", None))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return self._zip(entries)
-
-    def _deflate(self, data: bytes) -> tuple[int, bytes]:
-        key = hashlib.sha1(data).hexdigest()  # noqa: S324 (a cache key)
+        source = realdata_or_skip(REALDATA / "s1_slc" / f"{SCENE_SOURCE}.SAFE")
+        root = copy.deepcopy(self._source_manifest(source))
+        old_start, old_stop = _manifest_time(root, "startTime"), _manifest_time(root, "stopTime")
+        fields = re.match(r"(S1[A-D])_\w\w_\w{4}_\w{4}_(\d{8}T\d{6})_\d{8}T\d{6}_(\d{6})_", name)
+        if fields is None:
+            raise ValueError(f"not a Sentinel-1 product name: {name}")
+        named = dt.datetime.strptime(fields[2], "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc)
+        new_start = named + dt.timedelta(microseconds=old_start.microsecond)
+        safe = f"{name}.SAFE"
+        annotations: list[tuple[str, str]] = []  # (built name, real source file)
+        for real in sorted((source / "annotation").glob("s1?-iw?-slc-vv-*.xml")):
+            for each in pols:
+                built = f"{fields[1].lower()}-iw{real.name[6]}-slc-{each}-"
+                annotations.append((built + real.name.split("-", 4)[4], str(real)))
+        annotations.sort()
+        _rewrite_manifest(
+            root,
+            mission=fields[1],
+            start=new_start,
+            stop=new_start + (old_stop - old_start),
+            absolute_orbit=int(fields[3]),
+            relative_orbit=int(attribute(umm, "PATH_NUMBER") or 0) or None,
+            polarizations=pols,
+            footprint=[(lat, lon) for lon, lat in coords] or None,
+            mode=None,
+            product_type=None,
+            measurements=[f"./measurement/{Path(a).stem}.tiff" for a, _ in annotations],
+        )
+        manifest = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+        entries: list[tuple[str, bytes | str | None]] = [
+            (f"{safe}/", None),
+            (f"{safe}/annotation/", None),
+        ]
+        entries += [(f"{safe}/annotation/{a}", real) for a, real in annotations]
+        entries += [(f"{safe}/manifest.safe", manifest), (f"{safe}/measurement/", None)]
+        entries += [(f"{safe}/measurement/{Path(a).stem}.tiff", b"") for a, _ in annotations]
+        preview = source / "preview"
+        if preview.is_dir():
+            entries.append((f"{safe}/preview/", None))
+            entries += [(f"{safe}/preview/{p.name}", str(p)) for p in sorted(preview.iterdir())]
+        data = self._zip(entries)
         with self._lock:
-            cached = self._deflated.get(key)
-        if cached is None:
-            packer = zlib.compressobj(6, zlib.DEFLATED, -15)
-            cached = (zlib.crc32(data), packer.compress(data) + packer.flush())
-            if len(data) > 100_000:
-                with self._lock:
-                    self._deflated[key] = cached
-        return cached
+            self._scene_info[name] = (len(data), hashlib.md5(data).hexdigest())  # noqa: S324
+        return data
 
-    def _zip(self, entries: Sequence[tuple[str, bytes | None]]) -> bytes:
-        """A zip (deflate, fixed time stamps) of (name, data) entries; data None = a folder."""
+    def scene_info(self, record: Record) -> tuple[int, str]:
+        """(size, md5) of a scene's zip, cached for the session (builds it once)."""
+        name = granule_name(record)
+        with self._lock:
+            info = self._scene_info.get(name)
+        if info is None:
+            self.scene_zip(record)
+            with self._lock:
+                info = self._scene_info[name]
+        return info
+
+    def _source_manifest(self, source: Path) -> etree._Element:
+        with self._lock:
+            root = self._manifests.get(source)
+        if root is None:
+            root = etree.parse(str(source / "manifest.safe")).getroot()
+            with self._lock:
+                self._manifests[source] = root
+        return root
+
+    def _deflate(self, data: bytes | str) -> tuple[int, int, bytes]:
+        """(crc32, size, raw deflate) of bytes, or of a real file (cached by its path)."""
+        if isinstance(data, str):
+            with self._lock:
+                cached = self._deflated.get(data)
+            if cached is None:
+                cached = self._deflate(Path(data).read_bytes())
+                with self._lock:
+                    self._deflated[data] = cached
+            return cached
+        packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+        return zlib.crc32(data), len(data), packer.compress(data) + packer.flush()
+
+    def _zip(self, entries: Sequence[tuple[str, bytes | str | None]]) -> bytes:
+        """A zip (deflate, fixed time stamps) of (name, data) entries; data None = a folder,
+        a str = the path of a real file to store."""
         out = io.BytesIO()
         central = []
         dos_time, dos_date = 0, (2020 - 1980) << 9 | 1 << 5 | 1
@@ -935,8 +1126,8 @@ class ProductFactory:
             if data is None:
                 method, crc, packed, size, attrs = 0, 0, b"", 0, (0o40755 << 16) | 0x10
             else:
-                method, size, attrs = 8, len(data), 0o100644 << 16
-                crc, packed = self._deflate(data)
+                method, attrs = 8, 0o100644 << 16
+                crc, size, packed = self._deflate(data)
             out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, dos_time, dos_date,
                                   crc, len(packed), size, len(raw), 0))  # fmt: skip
             out.write(raw)
@@ -972,6 +1163,12 @@ class ProductFactory:
                 'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
                 'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]]',
             )  # fmt: skip
+            # One non-zero tile (the rest stay sparse): readers that average non-zero pixels
+            # (burst2safe) find data.
+            import numpy as np
+
+            tile = np.full((min(lines, 64), min(samples, 64)), 3 + 4j, dtype=np.complex64)
+            dataset.GetRasterBand(1).WriteArray(tile, 0, 0)
             dataset.FlushCache()
             dataset = None
             handle = gdal.VSIFOpenL(path, "rb")
@@ -985,11 +1182,12 @@ class ProductFactory:
             return data
 
     def burst_xml(self, slc_name: str, swath: str, pol: str, bursts: Sequence[Record]) -> bytes:
-        """ASF's combined burst metadata (product annotation + manifest) for one SLC/swath/pol."""
+        """ASF's combined burst metadata for one SLC, swath and polarization: the product
+        annotation (real, retimed) and the manifest; no noise/calibration (the download server
+        adds flat ones with :func:`complete_burst_xml` unless the document has them)."""
         source = realdata_or_skip(BURST_SOURCE_SAFE)
         annotation_file = next((source / "annotation").glob("*-iw3-slc-vv-*.xml"))
         annotation = etree.parse(str(annotation_file)).getroot()
-        manifest = etree.parse(str(source / "manifest.safe")).getroot()
         _retime_annotation(annotation, swath, pol, bursts)
         root = etree.Element("burst")
         metadata = etree.SubElement(root, "metadata")
@@ -1000,8 +1198,104 @@ class ProductFactory:
         for child in annotation:
             content.append(child)
         wrapper = etree.SubElement(root, "manifest")
-        wrapper.append(manifest)
+        wrapper.append(etree.parse(str(source / "manifest.safe")).getroot())
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+    def slc_burst_xml(self, slc_name: str, pol: str, bursts: Sequence[Record]) -> bytes:
+        """The document served for one SLC and polarization (burst2safe keeps one such file,
+        `<SLC>_<POL>.xml`, for all swaths): :meth:`burst_xml` per swath that has bursts,
+        merged, then :func:`complete_burst_xml`."""
+        swaths = sorted({attribute(b["umm"], "SUBSWATH_NAME") or "IW3" for b in bursts})
+        base: etree._Element | None = None
+        for swath in swaths:
+            mine = [b for b in bursts if (attribute(b["umm"], "SUBSWATH_NAME") or "IW3") == swath]
+            doc = etree.fromstring(self.burst_xml(slc_name, swath, pol, mine))
+            if base is None:
+                base = doc
+            else:
+                target = base.find("metadata")
+                for child in doc.find("metadata"):
+                    target.append(child)
+        assert base is not None
+        return complete_burst_xml(etree.tostring(base, xml_declaration=True, encoding="UTF-8"))
+
+
+def complete_burst_xml(data: bytes) -> bytes:
+    """Add flat calibration and noise annotations for every swath/polarization of a combined
+    burst XML that has a product annotation but no such annotation (see
+    :func:`_noise_and_calibration`)."""
+    root = etree.fromstring(data)
+    metadata = root.find("metadata")
+    have = {
+        (item.tag, item.findtext("swath"), item.findtext("polarisation"))
+        for item in metadata
+        if item.tag in ("noise", "calibration")
+    }
+    for product in metadata.findall("product"):
+        swath, pol = product.findtext("swath") or "", product.findtext("polarisation") or ""
+        for kind, sections in _noise_and_calibration(product.find("content"), swath).items():
+            if (kind, swath, pol) in have:
+                continue
+            element = etree.SubElement(metadata, kind)
+            etree.SubElement(element, "swath").text = swath
+            etree.SubElement(element, "polarisation").text = pol
+            holder = etree.SubElement(element, "content")
+            for section in sections:
+                holder.append(section)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _noise_and_calibration(content: etree._Element, swath: str) -> dict[str, list[etree._Element]]:
+    """Flat noise and calibration annotations on the product annotation's burst grid.
+
+    ../shared/realdata holds no noise or calibration XML, and burst2safe needs both to write a
+    SAFE: these carry the annotation's own adsHeader and one vector per burst start (its
+    azimuth time and first line) with constant LUTs (sigma0 = beta0 = gamma = dn = 1, noise
+    1). Good for geometry and SAFE structure, not for radiometry.
+    """
+    lines = int(content.findtext("swathTiming/linesPerBurst") or 1500)
+    samples = int(content.findtext("swathTiming/samplesPerBurst") or 25000)
+    times = [
+        b.findtext("azimuthTime") or "" for b in content.iterfind("swathTiming/burstList/burst")
+    ]
+    pixels = f"0 {samples - 1}"
+    header = content.find("adsHeader")
+
+    def vector(tag: str, when: str, line: int, luts: dict[str, str]) -> etree._Element:
+        element = etree.Element(tag)
+        etree.SubElement(element, "azimuthTime").text = when
+        etree.SubElement(element, "line").text = str(line)
+        etree.SubElement(element, "pixel", count="2").text = pixels
+        for name, value in luts.items():
+            etree.SubElement(element, name, count="2").text = value
+        return element
+
+    calibration_info = etree.Element("calibrationInformation")
+    etree.SubElement(calibration_info, "absoluteCalibrationConstant").text = "1.000000e+00"
+    calibration_list = etree.Element("calibrationVectorList", count=str(len(times)))
+    one = "1.000000e+00 1.000000e+00"
+    for index, when in enumerate(times):
+        calibration_list.append(
+            vector("calibrationVector", when, index * lines,
+                   {"sigmaNought": one, "betaNought": one, "gamma": one, "dn": one})
+        )  # fmt: skip
+    range_list = etree.Element("noiseRangeVectorList", count=str(len(times)))
+    for index, when in enumerate(times):
+        range_list.append(vector("noiseRangeVector", when, index * lines, {"noiseRangeLut": one}))
+    last_line = max(0, lines * len(times) - 1)
+    azimuth_list = etree.Element("noiseAzimuthVectorList", count="1")
+    azimuth = etree.SubElement(azimuth_list, "noiseAzimuthVector")
+    for tag, text in (("swath", swath), ("firstAzimuthLine", "0"), ("firstRangeSample", "0"),
+                      ("lastAzimuthLine", str(last_line)),
+                      ("lastRangeSample", str(samples - 1))):  # fmt: skip
+        etree.SubElement(azimuth, tag).text = text
+    etree.SubElement(azimuth, "line", count="2").text = f"0 {last_line}"
+    etree.SubElement(azimuth, "noiseAzimuthLut", count="2").text = one
+    headers = [copy.deepcopy(header) for _ in range(2)] if header is not None else []
+    return {
+        "calibration": [*headers[:1], calibration_info, calibration_list],
+        "noise": [*headers[1:], range_list, azimuth_list],
+    }
 
 
 def _retime_annotation(
@@ -1019,16 +1313,44 @@ def _retime_annotation(
     interval = 2.758277  # s between IW burst starts
     anchor_index, anchor = next(iter(sorted(by_index.items())))
     anchor_time = _utc(attribute(anchor["umm"], "AZIMUTH_TIME") or "2018-01-01T00:00:00")
+    lines = int(annotation.findtext("swathTiming/linesPerBurst") or 1500)
+    old_time = _utc(template.findtext("azimuthTime") or "2018-01-01T00:00:00")
     for old in burst_list.findall("burst"):
         burst_list.remove(old)
+    # The geolocation grid: the real burst's points, repeated for every burst (lines and times
+    # shifted; same positions), so that each burst index has its own grid lines.
+    grid = annotation.find("geolocationGrid/geolocationGridPointList")
+    if grid is not None:
+        points = grid.findall("geolocationGridPoint")
+        for point in points:
+            grid.remove(point)
+        seen: set[tuple[int, str]] = set()
+        for index in range(count):
+            when = anchor_time + dt.timedelta(seconds=interval * (index - anchor_index))
+            shift = when - old_time
+            for point in points:
+                line = int(point.findtext("line") or 0) + index * lines
+                key = (line, point.findtext("pixel") or "")
+                if key in seen:
+                    continue
+                seen.add(key)
+                element = copy.deepcopy(point)
+                element.find("line").text = str(line)
+                stamp = _utc(element.findtext("azimuthTime") or "") + shift
+                element.find("azimuthTime").text = f"{stamp:%Y-%m-%dT%H:%M:%S.%f}"
+                grid.append(element)
+        grid.set("count", str(len(grid)))
+    info = annotation.find("imageAnnotation/imageInformation/numberOfLines")
+    if info is not None:
+        info.text = str(lines * count)
     for index in range(count):
         element = copy.deepcopy(template)
         when = anchor_time + dt.timedelta(seconds=interval * (index - anchor_index))
-        stamp = f"{when:%Y-%m-%dT%H:%M:%S.%f}"
-        element.find("azimuthTime").text = stamp
+        text = f"{when:%Y-%m-%dT%H:%M:%S.%f}"
+        element.find("azimuthTime").text = text
         sensing = element.find("sensingTime")
         if sensing is not None:
-            sensing.text = stamp
+            sensing.text = text
         anx = element.find("azimuthAnxTime")
         record = by_index.get(index)
         if anx is not None and record is not None:
@@ -1041,7 +1363,7 @@ def _retime_annotation(
 class _File:
     kind: Literal["scene", "burst_tiff", "burst_xml", "cookie"]
     record: Record | None = None
-    group: tuple[str, str, str] | None = None  # burst XML: (slc name, swath, pol)
+    group: tuple[str, str] | None = None  # burst XML: (SLC name, POL)
     body: bytes | None = None  # built content (bursts; scene zips are rebuilt on demand)
     filename: str = ""
     size: int | None = None
@@ -1066,7 +1388,8 @@ class DownloadServer(_LoopbackServer):
         self.cut_every_file_once = cut_every_file_once
         self.bytes_sent = 0
         self._files: dict[str, _File] = {}
-        self._bursts: dict[tuple[str, str, str], list[Record]] = {}
+        self._bursts: dict[tuple[str, str], list[Record]] = {}  # (SLC, POL) -> bursts
+        self._xml_cache: dict[tuple[str, str], bytes] = {}
         self._cut: set[str] = set()
         self._cut_done: set[str] = set()
         self._described: set[str] = set()
@@ -1095,7 +1418,7 @@ class DownloadServer(_LoopbackServer):
                 self._files[path] = _File("burst_tiff", record, filename=name)
             elif is_burst and path.endswith(".xml"):
                 slc, swath, pol = path.strip("/").split("/")[:3]
-                group = (slc, swath, pol)
+                group = (slc, pol)
                 self._bursts.setdefault(group, []).append(record)
                 name = f"{slc}_{swath}_{pol}_{path.rsplit('/', 1)[1]}"
                 self._files.setdefault(path, _File("burst_xml", None, group, filename=name))
@@ -1123,8 +1446,14 @@ class DownloadServer(_LoopbackServer):
             )
         else:
             assert entry.group is not None
-            slc, swath, pol = entry.group
-            data = self.products.burst_xml(slc, swath, pol, self._bursts[entry.group])
+            with self._build_lock:
+                cached = self._xml_cache.get(entry.group)
+            if cached is None:
+                slc, pol = entry.group
+                cached = self.products.slc_burst_xml(slc, pol, self._bursts[entry.group])
+                with self._build_lock:
+                    self._xml_cache[entry.group] = cached
+            data = cached
         with self._build_lock:
             entry.size, entry.md5 = len(data), hashlib.md5(data).hexdigest()  # noqa: S324
             if entry.kind != "scene":
@@ -1144,13 +1473,15 @@ class DownloadServer(_LoopbackServer):
             entry = self._files.get(path)
             if entry is None or entry.kind == "burst_xml":
                 continue
-            if entry.md5 is None:
+            if entry.kind == "scene" and entry.record is not None:
+                entry.size, entry.md5 = self.products.scene_info(entry.record)
+            elif entry.md5 is None:
                 self.content(path)
             if entry.kind == "scene":
                 set_attribute(umm, "BYTES", str(entry.size))
                 set_attribute(umm, "MD5SUM", str(entry.md5))
                 for info in umm.get("DataGranule", {}).get("ArchiveAndDistributionInformation", []):
-                    info["Size"] = entry.size / 2**20
+                    info["Size"] = (entry.size or 0) / 2**20
                     info["SizeUnit"] = "MB"
             else:
                 set_attribute(umm, "BYTE_LENGTH", str(entry.size))
@@ -1290,16 +1621,14 @@ def asf_search_pointed_at(
     saved_report = asf_search.REPORT_ERRORS
     session = asf_config["session"]
     saved_session = (session.edl_host, session.asf_auth_host, session.cmr_host)
-    b2s_download: Any = None
+    b2s: Any = None  # burst2safe.download, when patched
     saved_cookie = None
     if cookie_url is not None:
-        try:
-            import burst2safe.download as b2s_download
-        except ImportError:  # pragma: no cover - burst2safe is a project dependency
-            b2s_download = None
-        if b2s_download is not None:
-            saved_cookie = b2s_download.COOKIE_URL
-            b2s_download.COOKIE_URL = cookie_url
+        import burst2safe.download
+
+        b2s = burst2safe.download
+        saved_cookie = b2s.COOKIE_URL
+        b2s.COOKIE_URL = cookie_url
     asf_search.REPORT_ERRORS = False
     asf_config["host"] = cmr_host
     INTERNAL.CMR_HOST = cmr_host
@@ -1321,8 +1650,8 @@ def asf_search_pointed_at(
         session.headers.pop("CMR-Search-After", None)
         session.cookies.clear()
         asf_search.REPORT_ERRORS = saved_report
-        if b2s_download is not None:
-            b2s_download.COOKIE_URL = saved_cookie
+        if b2s is not None:
+            b2s.COOKIE_URL = saved_cookie
 
 
 @dataclass
@@ -1377,11 +1706,15 @@ def running_services(
     cut_every_file_once: bool = False,
     max_page_size: int = 2000,
     point_asf_search: bool = True,
+    download_tls: bool = False,
 ) -> Iterator[AcquireServices]:
     """Start the three services (and point asf_search at them); stop and restore after."""
     identity = Identity()
     saved_env = {k: os.environ.get(k) for k in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")}
-    with DownloadServer(products, identity, None, burst_202, cut_every_file_once) as download:
+    download_server = DownloadServer(
+        products, identity, tls if download_tls else None, burst_202, cut_every_file_once
+    )
+    with download_server as download:
         assert isinstance(download, DownloadServer)
         with (
             CmrServer(tls, records, download, identity, max_page_size) as cmr,
@@ -1405,27 +1738,70 @@ def running_services(
                         os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
-def acquire_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+_SESSION: dict[str, Any] = {}
+_SESSION_LOCK = threading.Lock()
+
+
+def session_tls() -> TlsFiles:
+    """The process's test CA + server certificate (made on first use, removed at exit)."""
+    with _SESSION_LOCK:
+        if "tls" not in _SESSION:
+            _SESSION["tls"] = make_tls_files(_session_folder() / "tls")
+        return _SESSION["tls"]
+
+
+def session_products() -> ProductFactory:
+    """The process's cache of served scene zip sizes / burst files."""
+    with _SESSION_LOCK:
+        if "products" not in _SESSION:
+            _SESSION["products"] = ProductFactory(_session_folder() / "products")
+        return _SESSION["products"]
+
+
+def _session_folder() -> Path:
+    if "folder" not in _SESSION:
+        folder = Path(tempfile.mkdtemp(prefix="acquire-services-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _SESSION["folder"] = folder
+    return _SESSION["folder"]
+
+
+@pytest.fixture(scope="session", name="acquire_tls")
+def acquire_tls_fixture() -> TlsFiles:
     """A test CA + 127.0.0.1 server certificate (made now; nothing committed)."""
-    return make_tls_files(tmp_path_factory.mktemp("acquire-tls"))
+    return session_tls()
 
 
-@pytest.fixture(scope="session")
-def acquire_products(tmp_path_factory: pytest.TempPathFactory) -> ProductFactory:
+@pytest.fixture(scope="session", name="acquire_products")
+def acquire_products_fixture() -> ProductFactory:
     """The session's cache of served scene zips / burst files."""
     realdata_or_skip(ASF_RECORDS)
-    return ProductFactory(tmp_path_factory.mktemp("acquire-products"))
+    return session_products()
 
 
-@pytest.fixture
-def acquire_services(
-    acquire_tls: TlsFiles, acquire_products: ProductFactory
+@pytest.fixture(name="acquire_services")
+def acquire_services_fixture(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[AcquireServices]:
-    """Loopback CMR + EDL + download server, asf_search pointed at them (see module doc)."""
+    """Loopback CMR + EDL + download server, asf_search pointed at them (see module doc).
+
+    HOME is a fresh folder under tmp_path (no real ~/.netrc is read or written) and no
+    EARTHDATA_* variable of the caller's environment leaks in.
+    """
     realdata_or_skip(ASF_RECORDS)
-    with running_services(acquire_tls, acquire_products) as services:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    with running_services(session_tls(), session_products()) as services:
         yield services
+
+
+# The same fixtures under the names of the first version (imported by name elsewhere).
+acquire_tls = acquire_tls_fixture
+acquire_products = acquire_products_fixture
+acquire_services = acquire_services_fixture
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1434,26 +1810,41 @@ def acquire_services(
 
 @dataclass(frozen=True)
 class VolumeSummary:
-    dates: list[str]
+    """What a scene-level and a burst-level download of one stack fetch (real sizes)."""
+
+    dates: list[str]  # the scene stack's dates used
     area_km: float
-    scenes: int
-    scene_bytes: int
-    bursts_per_date: int  # of the recorded burst ID that covers the area (the archive holds one)
-    bursts_per_date_estimate: int  # bursts an area of this size needs (all swaths it crosses)
-    burst_bytes: int
-    burst_bytes_measured: int  # recorded sizes of the recorded burst ID on those dates
-    mean_burst_bytes: float
-    ratio: float  # scene_bytes / burst_bytes
+    scenes: int  # SLC zips touching the area on those dates
+    scene_bytes: int  # their recorded sizes (BYTES)
+    scene_requests: int  # one GET per zip
+    bursts_along_track: int  # burst footprints a square of area_km crosses along the track
+    swaths: tuple[int, int]  # sub-swaths it crosses: (best case, worst case)
+    bursts_per_date: tuple[int, int]  # along-track bursts x swaths, (best, worst)
+    mean_burst_bytes: float  # mean recorded BYTE_LENGTH of the recorded burst ID
+    burst_bytes: tuple[int, int]  # (best, worst) for all dates (TIFFs; XMLs are ~1 MB a date)
+    burst_requests: tuple[int, int]  # TIFFs + one XML per date, each asked twice (202 first)
+    burst_bytes_measured: int  # the recorded burst ID alone on the burst stack's last N dates
+
+    @property
+    def ratio(self) -> tuple[float, float]:
+        """scene bytes / burst bytes, (worst, best)."""
+        best, worst = self.burst_bytes
+        return (self.scene_bytes / worst, self.scene_bytes / best)
 
     def lines(self) -> list[str]:
         gb = 1e9
+        n = len(self.dates)
         return [
-            f"stack of {len(self.dates)} dates over a {self.area_km:.0f} km area",
-            f"scene level: {self.scenes} SLC zips, {self.scene_bytes / gb:.1f} GB",
-            f"burst level: {self.bursts_per_date_estimate} bursts/date x {len(self.dates)} "
-            f"dates x {self.mean_burst_bytes / 1e6:.0f} MB = {self.burst_bytes / gb:.2f} GB "
-            f"(recorded burst ID alone: {self.burst_bytes_measured / gb:.2f} GB)",
-            f"scene/burst bytes: {self.ratio:.1f}x",
+            f"stack of {n} dates ({self.dates[0]} .. {self.dates[-1]}), {self.area_km:.0f} km area",
+            f"scene level: {self.scenes} SLC zips, {self.scene_bytes / gb:.1f} GB, "
+            f"{self.scene_requests} requests",
+            f"burst level: {self.bursts_along_track} bursts along track x {self.swaths[0]}-"
+            f"{self.swaths[1]} swaths = {self.bursts_per_date[0]}-{self.bursts_per_date[1]} "
+            f"bursts/date x {self.mean_burst_bytes / 1e6:.0f} MB = "
+            f"{self.burst_bytes[0] / gb:.2f}-{self.burst_bytes[1] / gb:.2f} GB, "
+            f"{self.burst_requests[0]}-{self.burst_requests[1]} requests",
+            f"recorded burst ID alone over {n} dates: {self.burst_bytes_measured / gb:.2f} GB",
+            f"scene/burst bytes: {self.ratio[0]:.0f}x-{self.ratio[1]:.0f}x",
         ]
 
 
@@ -1466,12 +1857,13 @@ def _area_around(lon: float, lat: float, size_km: float) -> Polygon:
 def download_volume(dates: int = 20, area_km: float = 30.0) -> VolumeSummary:
     """Bytes a scene-level and a burst-level download of a `dates`-date stack would fetch.
 
-    Scene level: the recorded SLC stack (real sizes), the `dates` most recent dates whose scenes
-    cover a `area_km` square at the stack reference's centre (every scene touching it counts).
-    Burst level: the recorded burst ID's real sizes on its `dates` most recent dates, scaled to
-    the bursts such an area needs: ceil(area / 20 km) along track per swath (IW bursts are
-    ~20 km long) x ceil(area / 85 km) + 1 swaths (a ~250 km swath in three ~85 km sub-swaths;
-    an area may straddle two), capped at 3 swaths.
+    Scene level: the recorded SLC stack (real sizes): the `dates` most recent dates with a
+    scene touching an `area_km` square at the stack reference's centre; every scene touching
+    it counts. Burst level: the recorded burst ID's real sizes (mean BYTE_LENGTH); along the
+    track, the number of burst footprints (the recorded one and its neighbours, see
+    :func:`neighbour_bursts`) that an `area_km` square centred on the recorded burst crosses;
+    across, 1 sub-swath (best case) to 1 + ceil(area / 85 km) (worst: the square straddles
+    sub-swaths of ~85 km), at most 3.
     """
     slc = recorded("slc")
     reference = next(r for r in slc if granule_name(r) == SLC_STACK_REFERENCE)
@@ -1495,21 +1887,27 @@ def download_volume(dates: int = 20, area_km: float = 30.0) -> VolumeSummary:
     measured = [r for day in burst_days for r in by_day[day]]
     measured_bytes = sum(recorded_bytes(r) for r in measured)
     mean = measured_bytes / max(1, len(measured))
-    along = math.ceil(area_km / 20.0)
-    swaths = min(3, math.ceil(area_km / 85.0) + 1)
-    per_date = along * swaths
-    burst_bytes = round(mean * per_date * len(chosen))
+    one = by_day[burst_days[-1]][0]
+    middle = footprint(one["umm"]).centroid
+    square = _area_around(middle.x, middle.y, area_km)
+    row = [one, *neighbour_bursts([one], (-4, -3, -2, -1, 1, 2, 3, 4))]
+    along = sum(1 for r in row if footprint(r["umm"]).intersects(square))
+    swaths = (1, min(3, 1 + math.ceil(area_km / 85.0)))
+    per_date = (along * swaths[0], along * swaths[1])
+    n = len(chosen)
     return VolumeSummary(
         dates=chosen,
         area_km=area_km,
         scenes=len(scenes),
         scene_bytes=scene_bytes,
-        bursts_per_date=1,
-        bursts_per_date_estimate=per_date,
-        burst_bytes=burst_bytes,
-        burst_bytes_measured=measured_bytes,
+        scene_requests=len(scenes),
+        bursts_along_track=along,
+        swaths=swaths,
+        bursts_per_date=per_date,
         mean_burst_bytes=mean,
-        ratio=scene_bytes / burst_bytes if burst_bytes else math.inf,
+        burst_bytes=(round(mean * per_date[0] * n), round(mean * per_date[1] * n)),
+        burst_requests=(2 * (per_date[0] + 1) * n, 2 * (per_date[1] + 1) * n),
+        burst_bytes_measured=measured_bytes,
     )
 
 
@@ -1524,13 +1922,21 @@ __all__ = [
     "TlsFiles",
     "VolumeSummary",
     "acquire_products",
+    "acquire_products_fixture",
     "acquire_services",
     "acquire_tls",
+    "complete_burst_xml",
+    "acquire_services_fixture",
+    "acquire_tls_fixture",
     "asf_search_pointed_at",
+    "burst_archive",
+    "neighbour_bursts",
     "download_volume",
     "make_tls_files",
     "match",
     "recorded",
     "recorded_bytes",
     "running_services",
+    "session_products",
+    "session_tls",
 ]
