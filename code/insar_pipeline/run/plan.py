@@ -218,6 +218,8 @@ def _render_scene(role: str, product: Product, orbit: str | None) -> tuple[str, 
 
 def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     """Validate everything `run` needs and print the plan; exit 0, or InputError (exit 2)."""
+    if show_acquisition(settings):  # AOI set: the search, and data/raw's share of it
+        return 0
     if not settings.data_dir.is_dir():
         raise InputError(
             f"data folder {settings.data_dir} does not exist; create it with a raw/ folder"
@@ -241,6 +243,25 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     log.debug("plan: %d pairs, %d phases", len(plan.pairs), plan.phase_count)
     sys.stdout.write(render_plan(plan))
     return 0
+
+
+def show_acquisition(settings: Settings) -> bool:
+    """Print the search result when AOI is set; True when `run` would download first (no
+    pairs.txt yet), so that there is nothing more to plan."""
+    from insar_pipeline.acquire.stage import describe
+
+    text = describe(settings)
+    if text is None:
+        return False
+    sys.stdout.write(text)
+    if settings.pairs_file.exists():
+        sys.stdout.write(f"\n{settings.pairs_file} exists: `run` processes its pairs.\n\n")
+        return False
+    sys.stdout.write(
+        f"\n`run` would download what is missing, write {settings.pairs_file} from this network,"
+        " then process it. Nothing was downloaded.\n"
+    )
+    return True
 
 
 def check_raw_dir(raw_dir: Path) -> None:
