@@ -17,14 +17,13 @@ import html
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from insar_pipeline._io import FILE_MODE, write_text
+from insar_pipeline._io import write_text
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow, Record
@@ -439,12 +438,4 @@ def _write_page(path: Path, text: str) -> None:
     """A page, atomically (temp file, rename) but without `_io`'s fsyncs: a report of 100,000
     pairs writes 1,000 pages, each rewritten from the ledger by the next `report` if lost."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(temp).chmod(FILE_MODE)
-        Path(temp).replace(path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_text(path, text, durable=False)
