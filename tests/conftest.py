@@ -74,9 +74,9 @@ def nothing_written_where_the_tests_run() -> Iterable[None]:
     """Every path the pipeline writes derives from its folders: a test that leaves a new file in
     the folder the suite runs from (a relative path resolved against it) fails."""
     here = Path.cwd()
-    before = set(os.listdir(here))
+    before = {path.name for path in here.iterdir()}
     yield
-    left = sorted(set(os.listdir(here)) - before)
+    left = sorted({path.name for path in here.iterdir()} - before)
     assert not left, f"written into {here} (a relative path somewhere): {left}"
 
 
