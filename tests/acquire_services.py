@@ -14,10 +14,12 @@ those of the small file that server really serves.
 
 Fixtures (import them as the other fixture modules are imported:
 ``from acquire_services import acquire_services_fixture  # noqa: F401``; tests then ask for
-``acquire_services``. ``acquire_tls_fixture`` / ``acquire_products_fixture`` are only needed
-by tests that ask for ``acquire_tls`` / ``acquire_products`` themselves, e.g. to call
-:func:`running_services` with other options; :func:`session_tls` / :func:`session_products`
-give the same objects without a fixture):
+``acquire_services``. The same fixture objects are also importable as ``acquire_services``,
+``acquire_tls`` and ``acquire_products``, the names of the first version.
+``acquire_tls_fixture`` / ``acquire_products_fixture`` are only needed by tests that ask for
+``acquire_tls`` / ``acquire_products`` themselves, e.g. to call :func:`running_services`
+with other options; :func:`session_tls` / :func:`session_products` give the same objects
+without a fixture):
 
 ``acquire_tls`` (session) -> :class:`TlsFiles`
     A test CA and a server certificate for 127.0.0.1/localhost, made at test time
@@ -72,9 +74,15 @@ ASCENDING_DESCENDING, FRAME_NUMBER, CENTER_ESA_FRAME, BURST_ID_FULL, BURST_ID_RE
 polygons, ``readable_granule_name[]`` (with ``options[readable_granule_name][pattern]``),
 ``granule_ur[]``, ``orbit_number``, ``provider``), sorts by ``-end_date, granule_ur``, pages by
 ``page_size`` with a ``CMR-Search-After`` header, answers 400 with CMR's error body for an
-unknown parameter and 401 for an unknown bearer token. ``GET /search/collections`` is the
-legacy token check. ``.requests`` records every request (:class:`Hit`: method, path, form
-fields as a list of pairs, headers); ``.granule_requests()`` only the searches.
+unknown parameter and 401 for an unknown bearer token. ``platform[]`` is matched, ignoring
+case, against the UMM ``Platforms`` short name (``SENTINEL-1A``): asf_search passes
+``platform="S1A"`` through unchanged (its aliases are ``SA``, ``S1``, ``SENTINEL-1``), and
+that matches nothing here, so callers translate S1A -> SENTINEL-1A. ``temporal`` selects
+granules whose time span overlaps the range: asf_search sends ``end="2019-12-31"`` as
+``2019-12-31T00:00:00Z``, which leaves that day's acquisitions out.
+``GET /search/collections`` is the legacy token check. ``.requests`` records every request
+(:class:`Hit`: method, path, form fields as a list of pairs, headers);
+``.granule_requests()`` only the searches.
 ``.fields(hit, key)`` lists the values of one field.
 
 :class:`EdlServer` plays urs.earthdata.nasa.gov for ASFSession: ``POST
@@ -872,8 +880,9 @@ class CmrServer(_LoopbackServer):
         if not hit.path.startswith("/search/granules"):
             request.reply_json(404, {"errors": [f"{hit.path} not found"]})
             return
-        if self.faults:
-            status = self.faults.pop(0)
+        with self._lock:
+            status = self.faults.pop(0) if self.faults else None
+        if status is not None:
             request.reply_json(status, {"errors": [f"injected status {status}"]})
             return
         fields = [(k, v) for k, v in hit.fields]
@@ -887,7 +896,8 @@ class CmrServer(_LoopbackServer):
         after = hit.headers.get("CMR-Search-After")
         offset = 0
         if after:
-            state = self._search_after.get(after)
+            with self._lock:
+                state = self._search_after.get(after)
             if state is None or state[0] != key:
                 request.reply_json(400, {"errors": ["Invalid CMR-Search-After header"]})
                 return
@@ -902,7 +912,8 @@ class CmrServer(_LoopbackServer):
         headers = {"CMR-Hits": str(len(found)), "CMR-Took": "1"}
         if offset + page_size < len(found):
             marker = json.dumps([uuid.uuid4().hex])
-            self._search_after[marker] = (key, offset + page_size)
+            with self._lock:
+                self._search_after[marker] = (key, offset + page_size)
             headers["CMR-Search-After"] = marker
         request.reply_json(200, {"hits": len(found), "took": 1, "items": items}, headers)
 
