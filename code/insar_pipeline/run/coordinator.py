@@ -34,7 +34,7 @@ from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.ledger.reconcile import reconcile
 from insar_pipeline.ledger.store import Ledger, PairRow
-from insar_pipeline.pair.decisions import WITHOUT_ESD_NOTE
+from insar_pipeline.pair.decisions import without_esd_line
 from insar_pipeline.pair.job import Message, PairJob, PairResult, PhaseEvent
 from insar_pipeline.report.text import format_duration, text_table
 from insar_pipeline.run.budget import (
@@ -519,10 +519,10 @@ class Coordinator:
         if summary.excluded:
             totals += f"; {len(summary.excluded)} excluded before start (see the error column)"
         geometry = self.geometry.summary_line() if self.geometry else None
-        without_esd = [row.pair_id for row in rows if row.pair_id in wanted and row.without_esd]
+        without_esd = [pair for pair in self.ledger.without_esd() if pair in wanted]
         notes = [geometry] if geometry else []
         if without_esd:
-            notes.append(f"{', '.join(without_esd)}: {WITHOUT_ESD_NOTE}")
+            notes.append(without_esd_line(without_esd))
         return "\n".join([table, totals, *notes])
 
     def _report(self) -> Path | None:
