@@ -143,11 +143,14 @@ def test_a_pair_on_a_shifted_grid_is_caught_and_resampled(tmp_path: Path) -> Non
         dates = [f"{a.decode()}_{b.decode()}" for a, b in f["date"][:]]
         phase = f["unwrapPhase"][dates.index(track.pair_id(*odd))]
         conncomp = f["connectComponent"][dates.index(track.pair_id(*odd))]
+        coherence = f["coherence"][dates.index(track.pair_id(*odd))]
     inner = np.isfinite(phase)
     inner[:5], inner[-5:], inner[:, :5], inner[:, -12:] = False, False, False, False
     # On the common grid the resampled phase is the truth there (noise, averaged by bilinear).
     assert float(np.abs(phase[inner] - expected[inner]).mean()) < 0.15
     assert set(np.unique(conncomp)) <= {0, 1}  # nearest neighbour: labels stay labels
+    assert (conncomp[inner] == 1).all() and float(np.nanmin(coherence[inner])) > 0.7
+    assert not list(Path.cwd().glob("*.geo")), "GDAL resolved a raw file against the cwd"
 
 
 def test_grid_comparison_and_plan_notes() -> None:

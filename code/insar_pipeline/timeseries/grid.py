@@ -142,10 +142,13 @@ def read_on_grid(product: Path, band: int, target: Grid, method: str) -> np.ndar
     here = Grid(x0, y0, dx, dy, source.RasterXSize, source.RasterYSize)
     if here.same_as(target):
         return source.GetRasterBand(band).ReadAsArray().astype(np.float32, copy=False)
-    # One band, as a VRT (GDAL 3.6's Warp has no band selection).
-    single = gdal.Translate(
-        "", source, options=gdal.TranslateOptions(format="VRT", bandList=[band])
-    )
+    # GDAL 3.6's Warp has no band selection: one band of several goes through an in-memory
+    # VRT. A one-band product is warped as it is (a VRT copy of its raw-band VRT would resolve
+    # the raw file's relative name against the working directory, and read nothing).
+    single = source
+    if source.RasterCount > 1:
+        only = gdal.TranslateOptions(format="VRT", bandList=[band])
+        single = gdal.Translate("", source, options=only)
     warped = gdal.Warp(
         "",
         single,
