@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 def run_command(settings: Settings, args: argparse.Namespace) -> int:
     """The `run` command of the CLI."""
+    from insar_pipeline.acquire.stage import prepare_inputs
+
+    prepare_inputs(settings)  # AOI set and no pairs.txt: search, download, write pairs.txt
     return run_pipeline(settings).exit_code
 
 

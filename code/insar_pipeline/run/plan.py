@@ -10,6 +10,7 @@ checkpoints.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Mapping
@@ -175,7 +176,7 @@ def _render_geometry(plan: Plan) -> list[str]:
 def _render_dems(dems: tuple[DemPlan, ...]) -> list[str]:
     lines = ["", f"DEM: {_count(len(dems), 'DEM')}"] if dems else []
     for dem in dems:
-        state = "cached" if dem.cached else f"download in {_count(len(dem.tiles), 'request')}"
+        state = "cached" if dem.cached else dem.fetch_summary
         lines.append(
             f"  {dem.path.name}  box {dem.bbox}  {state}  for {_count(len(dem.pair_ids), 'pair')}"
         )
@@ -204,18 +205,21 @@ def _render_phases(item: PairPreview) -> str:
     return f"{names}  (resumes at topsApp step {item.phases[0].first})"
 
 
-def _render_scene(role: str, product: Product, orbit: str | None) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # a scene is in many pairs: its lines are made once
+def _render_scene(role: str, product: Product, orbit: str | None) -> tuple[str, ...]:
     lines = [
         f"  {role:<9}  {product.path.name}",
         f"             {product.start:%Y-%m-%d %H:%M:%S.%f} to {product.stop:%H:%M:%S.%f} UTC",
     ]
     if orbit:
         lines.append(f"             orbit {orbit}")
-    return lines
+    return tuple(lines)
 
 
 def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     """Validate everything `run` needs and print the plan; exit 0, or InputError (exit 2)."""
+    if show_acquisition(settings):  # AOI set: the search, and data/raw's share of it
+        return 0
     if not settings.data_dir.is_dir():
         raise InputError(
             f"data folder {settings.data_dir} does not exist; create it with a raw/ folder"
@@ -239,6 +243,25 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     log.debug("plan: %d pairs, %d phases", len(plan.pairs), plan.phase_count)
     sys.stdout.write(render_plan(plan))
     return 0
+
+
+def show_acquisition(settings: Settings) -> bool:
+    """Print the search result when AOI is set; True when `run` would download first (no
+    pairs.txt yet), so that there is nothing more to plan."""
+    from insar_pipeline.acquire.stage import describe
+
+    text = describe(settings)
+    if text is None:
+        return False
+    sys.stdout.write(text)
+    if settings.pairs_file.exists():
+        sys.stdout.write(f"\n{settings.pairs_file} exists: `run` processes its pairs.\n\n")
+        return False
+    sys.stdout.write(
+        f"\n`run` would download what is missing, write {settings.pairs_file} from this network,"
+        " then process it. Nothing was downloaded.\n"
+    )
+    return True
 
 
 def check_raw_dir(raw_dir: Path) -> None:
