@@ -142,13 +142,11 @@ def read_on_grid(product: Path, band: int, target: Grid, method: str) -> np.ndar
     here = Grid(x0, y0, dx, dy, source.RasterXSize, source.RasterYSize)
     if here.same_as(target):
         return source.GetRasterBand(band).ReadAsArray().astype(np.float32, copy=False)
-    # GDAL 3.6's Warp has no band selection: one band of several goes through an in-memory
-    # VRT. A one-band product is warped as it is (a VRT copy of its raw-band VRT would resolve
-    # the raw file's relative name against the working directory, and read nothing).
-    single = source
-    if source.RasterCount > 1:
-        only = gdal.TranslateOptions(format="VRT", bandList=[band])
-        single = gdal.Translate("", source, options=only)
+    # One band, in memory (GDAL 3.6's Warp has no band selection). Not an unnamed VRT: its
+    # sources, relative to the ISCE .vrt, would be looked up in the current folder.
+    single = gdal.Translate(
+        "", source, options=gdal.TranslateOptions(format="MEM", bandList=[band])
+    )
     warped = gdal.Warp(
         "",
         single,
