@@ -104,6 +104,18 @@ BAD_VALUES = [
     ("FRAME", "-1", "Input should be greater than or equal to 0"),
     ("INPUT_LEVEL", "slc", "Input should be 'scene' or 'burst'"),
     ("TIMESERIES", "maybe", "must be true or false"),
+    ("AOI", "1,2,3", "expected four numbers S,N,W,E, got '1,2,3'"),
+    ("AOI", "LINESTRING (0 0, 1 1)", "must be S,N,W,E or a WKT POLYGON, not a LineString"),
+    ("AOI", "POLYGON ((0 0, 1 0))", "must be S,N,W,E or a WKT POLYGON in lon/lat degrees"),
+    ("AOI", "POLYGON ((0 0, 1 1, 1 0, 0 1, 0 0))",
+     "is not a valid polygon (its edges cross); check the vertex order"),
+    ("AOI", "POLYGON ((54 200, 55 200, 55 201, 54 200))",
+     "must be in lon/lat degrees (WKT gives lon first, within ±180/±90)"),
+    ("START", "2020-13-01", "must be a date YYYY-MM-DD"),
+    ("END", "yesterday", "must be a date YYYY-MM-DD"),
+    ("FLIGHT_DIRECTION", "north", "must be ASCENDING or DESCENDING"),
+    ("PLATFORMS", "S1A,S2A", "must list platforms among S1A, S1B, S1C, S1D"),
+    ("DOWNLOAD_WORKERS", "0", "Input should be greater than or equal to 1"),
 ]  # fmt: skip
 
 
@@ -131,8 +143,8 @@ def test_every_env_key_has_a_bad_value_case_or_accepts_any_text() -> None:
         "DASK_WALLTIME", "DASK_QUEUE", "DASK_ACCOUNT", "OPENTOPO_URL", "ASF_ORBIT_URL",
         "AWS_ORBIT_URL", "CDSE_URL", "CDSE_TOKEN_URL", "CDSE_DOWNLOAD_URL", "COPERNICUS_DEM_URL",
         "CMR_HOST", "EDL_HOST", "EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD",
-        # validated where used (search, timeseries); give them BAD_VALUES cases once validated here
-        "AOI", "START", "END", "FLIGHT_DIRECTION", "PLATFORMS", "REFERENCE_LALO",
+        # validated where used (timeseries); give them BAD_VALUES cases once validated here
+        "REFERENCE_LALO",
     }  # fmt: skip
     assert set(ENV_KEYS) - free_text == {key for key, _, _ in BAD_VALUES}
 
@@ -249,3 +261,27 @@ def test_dask_keys_are_not_checked_for_the_local_executor() -> None:
 def test_orbit_sources_are_lowered_and_deduplicated() -> None:
     settings = load_settings({"env_file": REPO / ".env.example"}, {"ORBIT_SOURCES": "AWS asf,aws"})
     assert settings.orbit_sources == ("aws", "asf")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"AOI": "54.1, 54.4, -121, -120.5"}, {"aoi": "POLYGON ((-120.5 54.1, -120.5 54.4, "
+                                                      "-121 54.4, -121 54.1, -120.5 54.1))"}),
+        ({"START": "2020-01-05", "END": "2020-03-01T00:00:00"},
+         {"start": "2020-01-05", "end": "2020-03-01"}),
+        ({"FLIGHT_DIRECTION": "desc"}, {"flight_direction": "DESCENDING"}),
+        ({"FLIGHT_DIRECTION": "A"}, {"flight_direction": "ASCENDING"}),
+        ({"PLATFORMS": "s1a s1c"}, {"platforms": ("S1A", "S1C")}),
+    ],
+)  # fmt: skip
+def test_search_settings_are_normalized(values: dict, expected: dict) -> None:
+    settings = load_settings({"env_file": REPO / ".env.example"}, values)
+    assert {name: getattr(settings, name) for name in expected} == expected
+
+
+def test_end_before_start_is_refused() -> None:
+    with pytest.raises(InputError, match=r"END='2020-01-01' is invalid: must not be before START"):
+        load_settings(
+            {"env_file": REPO / ".env.example"}, {"START": "2021-01-01", "END": "2020-01-01"}
+        )

@@ -145,7 +145,7 @@ def test_overlapping_pairs_share_a_region_and_continents_get_their_own():
 
 
 def test_region_boxes_are_buffered_and_rounded(tmp_path):
-    settings = Settings(data_dir=tmp_path, dem_buffer_deg=0.25)
+    settings = Settings(data_dir=tmp_path, dem_buffer_deg=0.25, dem_source="opentopography")
     pair = make_pair("20230101_20230113", 37.0, 38.5, -118.5, -115.5, shift=0.3)
     [(box, ids)] = dem_boxes(settings, [pair])
     assert ids == ("20230101_20230113",)

@@ -31,6 +31,8 @@ PAIR_KEYS = {
     "error",
     "cleaned_bytes",
     "geometry_from",
+    "without_esd",
+    "note",
 }
 
 

@@ -36,7 +36,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("report.status", "status_command", "per-pair state from the ledger"),
     "clean": ("topsapp.clean", "clean_command", "apply a cleaning level to finished pairs"),
     "report": ("report.html", "report_command", "(re)write data/runs/report.html and quicklooks"),
-    "pairs": ("inputs.network", "pairs_command", "write a small-baseline pairs.txt from data/raw"),
+    "pairs": ("acquire.commands", "pairs_command", "write a small-baseline pairs.txt"),
+    "search": ("acquire.commands", "search_command", "print what `download` would fetch"),
+    "download": ("acquire.commands", "download_command", "fetch what `search` finds"),
+    "timeseries": (
+        "timeseries.command",
+        "timeseries_command",
+        "MintPy stack per track from the finished pairs, and MintPy's velocity",
+    ),
 }
 
 
@@ -83,6 +90,11 @@ def _add_command_options(name: str, sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--neighbours", type=int, default=3, help="later dates paired with each")
         sub.add_argument("--output", metavar="FILE", help="where to write (default: --pairs)")
         sub.add_argument("--force", action="store_true", help="overwrite an existing file")
+    if name in ("pairs", "search"):
+        if name == "search":
+            sub.add_argument("--max-days", type=int, default=48, help="longest temporal baseline")
+            sub.add_argument("--neighbours", type=int, default=3, help="later dates per date")
+        sub.add_argument("--max-bperp", type=float, help="longest perpendicular baseline, m")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeAlias, get_args
 
@@ -21,6 +22,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -52,6 +54,8 @@ CLEAN_LEVELS: tuple[CleanLevel, ...] = get_args(CleanLevel)
 JOBQUEUE_KINDS = ("slurm", "pbs", "sge")
 DASK_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ws|wss|ucx)://)?\[?[\w.\-:]+\]?:\d{1,5}/?$")
 _WALLTIME = re.compile(r"^(?:\d+-)?\d+(?::\d{1,2}){0,2}$")
+FLIGHT_DIRECTIONS = ("ASCENDING", "DESCENDING")
+PLATFORMS = ("S1A", "S1B", "S1C", "S1D")
 SECRET_KEYS = frozenset(
     {"OPENTOPO_API_KEY", "CDSE_PASSWORD", "EARTHDATA_TOKEN", "EARTHDATA_PASSWORD"}
 )
@@ -143,10 +147,66 @@ class Settings(BaseModel):  # type: ignore[explicit-any]  # pydantic's synthesiz
     earthdata_password: SecretStr | None = None
     cmr_host: str = "cmr.earthdata.nasa.gov"
     edl_host: str = "urs.earthdata.nasa.gov"
+    download_workers: int = Field(4, ge=1, le=16, description="files downloaded at once")
+
+    @field_validator("aoi")
+    @classmethod
+    def _check_aoi(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_aoi(value)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _check_date(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return date.fromisoformat(value[:10]).isoformat()
+        except ValueError:
+            raise ValueError("must be a date YYYY-MM-DD") from None
+
+    @field_validator("end")
+    @classmethod
+    def _check_end_after_start(cls, value: str | None, info: ValidationInfo) -> str | None:  # type: ignore[explicit-any]
+        start = info.data.get("start")
+        if value is not None and start is not None and value < start:
+            raise ValueError(f"must not be before START ({start})")
+        return value
+
+    @field_validator("flight_direction")
+    @classmethod
+    def _check_direction(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for direction in FLIGHT_DIRECTIONS:
+            if direction.startswith(value.upper()):  # ASC, DESC, A, D...
+                return direction
+        raise ValueError("must be ASCENDING or DESCENDING")
+
+    @field_validator("platforms")
+    @classmethod
+    def _check_platforms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        value = tuple(platform.upper() for platform in value)
+        if not value or any(platform not in PLATFORMS for platform in value):
+            raise ValueError(f"must list platforms among {', '.join(PLATFORMS)}")
+        return tuple(dict.fromkeys(value))
 
     # Time series (issue 15).
     timeseries: bool = False
     reference_lalo: str | None = Field(None, description="MintPy reference point 'lat,lon'")
+
+    @field_validator("reference_lalo")
+    @classmethod
+    def _check_lalo(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = value.split(",")
+        try:
+            lat, lon = (float(part) for part in parts)
+        except ValueError:
+            raise ValueError("expected 'lat,lon' in degrees, e.g. 34.05,-118.25") from None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise ValueError("latitude or longitude out of range")
+        return f"{lat},{lon}"
 
     @field_validator("roi", "region_of_interest", "geocode_bbox", mode="before")
     @classmethod
@@ -430,3 +490,29 @@ _EXPECTED = {
     "float_parsing": "must be a number",
 }
 _AUTO_FIELDS = frozenset({"workers", "cores", "memory_total_gb"})
+
+
+def normalize_aoi(text: str) -> str:
+    """AOI as `S,N,W,E` or a WKT (multi)polygon, returned as WKT in lon/lat degrees.
+
+    Raises ValueError saying what AOI accepts.
+    """
+    from shapely import wkt
+    from shapely.errors import ShapelyError
+    from shapely.geometry import box
+
+    if text.lstrip()[:1].isdigit() or text.lstrip()[:1] in "-+.[(":
+        bbox = BBox.parse(text)
+        return box(bbox.west, bbox.south, bbox.east, bbox.north).wkt
+    try:
+        shape = wkt.loads(text)
+    except ShapelyError:
+        raise ValueError("must be S,N,W,E or a WKT POLYGON in lon/lat degrees") from None
+    if shape.geom_type not in ("Polygon", "MultiPolygon") or shape.is_empty:
+        raise ValueError(f"must be S,N,W,E or a WKT POLYGON, not a {shape.geom_type}")
+    if not shape.is_valid:
+        raise ValueError("is not a valid polygon (its edges cross); check the vertex order")
+    west, south, east, north = shape.bounds
+    if not (-90 <= south and north <= 90 and -180 <= west and east <= 180):
+        raise ValueError("must be in lon/lat degrees (WKT gives lon first, within ±180/±90)")
+    return shape.wkt

@@ -23,7 +23,13 @@ from typing import TypeAlias
 
 from insar_pipeline.download import Download
 from insar_pipeline.errors import InputError
-from insar_pipeline.ledger.schema import SCHEMA_VERSION, Transaction, migrate, schema_version
+from insar_pipeline.ledger.schema import (
+    ADDED_COLUMNS,
+    SCHEMA_VERSION,
+    Transaction,
+    migrate,
+    schema_version,
+)
 from insar_pipeline.pair.job import PairResult, PairStatus, PhaseEvent
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,7 @@ class PairRow:
     bytes_before_clean: int | None
     bytes_after_clean: int | None
     geometry_from: str | None = None  # the pair whose geometry this one took (georeuse)
+    without_esd: bool = False  # coregistered without ESD by its own decision (ESD=auto)
 
 
 def ledger_path(runs_dir: Path) -> Path:
@@ -95,13 +102,13 @@ class Ledger:
         if version == 0:  # a run is creating it right now: nothing to read yet
             conn.close()
             return None
-        if version != SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
             conn.close()
             raise InputError(
-                f"{path}: ledger schema version {version}, this program reads {SCHEMA_VERSION}; "
-                "run `run` with this version once to upgrade it"
+                f"{path}: ledger schema version {version}, this program reads up to "
+                f"{SCHEMA_VERSION}; use the newer version of the pipeline that wrote it"
             )
-        return ledger
+        return ledger  # an older one reads as is (see `_column`); `run` upgrades it
 
     def close(self) -> None:
         self.conn.close()
@@ -241,6 +248,8 @@ class Ledger:
         # Likewise a geometry source is only ever added here (a run's start re-reads folders).
         if result.geometry_from:
             done["geometry_from"] = result.geometry_from
+        # The pair folder's own decision, as the runner read it (a new folder starts with ESD).
+        done["without_esd"] = int(result.without_esd)
         self.set_pair(
             result.pair_id,
             **done,
@@ -366,7 +375,8 @@ class Ledger:
             " COALESCE((SELECT SUM(wall_s) FROM phases f WHERE f.pair_id=p.pair_id"
             "  AND f.ended IS NOT NULL), 0),"
             " (SELECT MAX(started) FROM phases f WHERE f.pair_id=p.pair_id AND f.ended IS NULL),"
-            " p.bytes_before_clean, p.bytes_after_clean, p.geometry_from FROM pairs p"
+            f" p.bytes_before_clean, p.bytes_after_clean, {self._column('geometry_from')},"
+            f" {self._column('without_esd')} FROM pairs p"
         )
         where, values = _pair_filter(listed_only, states)
         order = " ORDER BY p.position, p.pair_id"
@@ -397,10 +407,23 @@ class Ledger:
             )
         )
 
+    def without_esd(self) -> list[str]:
+        """The pairs coregistered without ESD by their own decision (ESD=auto)."""
+        column = self._column("without_esd")
+        return [
+            pair for (pair,) in self.conn.execute(f"SELECT pair_id FROM pairs p WHERE {column}")
+        ]
+
     def pair_statuses(self, listed_only: bool = False) -> dict[str, str]:
         """Pair id -> recorded status, without the per-phase sums of `iter_pairs`."""
         where, values = _pair_filter(listed_only, None)
         return dict(self.conn.execute(f"SELECT p.pair_id, p.status FROM pairs p{where}", values))
+
+    def _column(self, name: str) -> str:
+        """`p.<name>`, or its default when an older ledger (read as is) has no such column."""
+        table, default = ADDED_COLUMNS[name]
+        columns = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+        return f"p.{name}" if name in columns else default
 
     def latest_run(self) -> Record | None:
         cursor = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
@@ -448,4 +471,5 @@ def _pair_row(row: Sequence[SqlValue]) -> PairRow:
     values: list[object] = list(row)
     values[4] = PairStatus(str(row[4]))
     values[10] = tuple(json.loads(str(row[10])))  # phases_done is stored as JSON
+    values[17] = bool(row[17])  # without_esd is stored as 0/1
     return PairRow(*values)  # type: ignore[arg-type]  # the SELECT's columns, in PairRow's order

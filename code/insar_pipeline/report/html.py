@@ -29,6 +29,7 @@ from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow, Record
 from insar_pipeline.logs import mask_secrets
+from insar_pipeline.pair.decisions import WITHOUT_ESD_NOTE
 from insar_pipeline.report.quicklook import (
     QUICKLOOK_DIR,
     ProductView,
@@ -36,6 +37,7 @@ from insar_pipeline.report.quicklook import (
     render_finished_pair,
 )
 from insar_pipeline.report.text import format_duration
+from insar_pipeline.timeseries.page import timeseries_links
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ def _write_pages(
     tails = {row.pair_id: _tail(ledger, row, runs_dir) for row in failed[:FAILURE_TAILS]}
     parts = [
         _header(runs_dir, active),
-        _summary(ledger.latest_run(), counts, len(ledger.geometry_sources())),
+        _summary(ledger.latest_run(), counts, len(ledger.geometry_sources()), ledger.without_esd()),
         _failures(failed, counts.get("failed", 0), tails, paged),
     ]
     if not paged:
@@ -149,6 +151,7 @@ def _write_pages(
             written.append(path)
             index.append(_page_line(page))
         parts.append(_page_index(index))
+    parts.append(timeseries_links(runs_dir))
     parts.append(_downloads(ledger.downloads()))
     return _document("InSAR pipeline report", parts)
 
@@ -248,7 +251,9 @@ def _header(runs_dir: Path, active: bool) -> str:
     )
 
 
-def _summary(run: Record | None, counts: dict[str, int], reused: int = 0) -> str:
+def _summary(
+    run: Record | None, counts: dict[str, int], reused: int = 0, without_esd: Sequence[str] = ()
+) -> str:
     shown = {state: 0 for state in ("done", "failed", "running", "pending")}
     for status, count in counts.items():
         shown[status if status in shown else "pending"] += count
@@ -268,7 +273,20 @@ def _summary(run: Record | None, counts: dict[str, int], reused: int = 0) -> str
         f"threads, {float(str(run['budget_gb'])):.1f} GB memory budget "
         f"({_e(run['executor'])})</td></tr>"
         f"<tr><th>pairs</th><td>{total}: {totals}</td></tr>"
-        f"{_geometry_summary(reused)}</table>"
+        f"{_geometry_summary(reused)}{_esd_summary(without_esd)}</table>"
+    )
+
+
+def _esd_summary(without: Sequence[str]) -> str:
+    """ESD=auto: the pairs that dropped ESD, whose products may show burst-boundary jumps."""
+    if not without:
+        return ""
+    shown = ", ".join(without[:50]) + (
+        f" and {len(without) - 50} more" if len(without) > 50 else ""
+    )
+    return (
+        f"<tr><th>without ESD</th><td>{len(without)} pair{'s' * (len(without) != 1)} "
+        f"{_e(WITHOUT_ESD_NOTE)} ({_e(shown)})</td></tr>"
     )
 
 
@@ -286,7 +304,7 @@ def _pairs_table(rows: Sequence[PairRow], looks: dict[str, list[ProductView]]) -
     lines = [
         "<table class='sortable'><thead><tr><th>#</th><th>pair</th><th>reference</th>"
         "<th>secondary</th><th>state</th><th>phases done</th><th>topsApp time</th>"
-        "<th>disk after cleaning</th><th>geometry</th></tr></thead><tbody>"
+        "<th>disk after cleaning</th><th>geometry</th><th>notes</th></tr></thead><tbody>"
     ]
     for row in rows:
         disk = (
@@ -303,7 +321,8 @@ def _pairs_table(rows: Sequence[PairRow], looks: dict[str, list[ProductView]]) -
             f"<td data-v='{len(row.phases_done)}'>{len(row.phases_done)}/{_e(row.phases_total)}"
             f"</td><td data-v='{row.wall_s or 0:.1f}'>{_e(format_duration(row.wall_s))}</td>"
             f"<td data-v='{row.bytes_after_clean or 0}'>{_e(disk)}</td>"
-            f"<td>{_e(f'from {row.geometry_from}' if row.geometry_from else '')}</td></tr>"
+            f"<td>{_e(f'from {row.geometry_from}' if row.geometry_from else '')}</td>"
+            f"<td>{_e(WITHOUT_ESD_NOTE if row.without_esd else '')}</td></tr>"
         )
     return "\n".join(lines) + "</tbody></table>"
 

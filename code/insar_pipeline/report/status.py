@@ -21,7 +21,9 @@
          "phases_done": ["preprocess"], "phases_total": 6,
          "error": null,                          # one line, when failed
          "cleaned_bytes": null,                  # [before, after] cleaning, when cleaned
-         "geometry_from": null}                  # the pair whose geometry (topo) it took
+         "geometry_from": null,                  # the pair whose geometry (topo) it took
+         "without_esd": false,                   # ESD=auto dropped ESD for this pair
+         "note": null}                           # e.g. "coregistered without ESD: ..."
       ]
     }
 
@@ -48,6 +50,7 @@ from typing import IO, TypedDict
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow, Record, SqlValue, ledger_path
+from insar_pipeline.pair.decisions import WITHOUT_ESD_NOTE
 from insar_pipeline.pair.job import PairStatus
 from insar_pipeline.report.text import format_duration, text_table
 
@@ -79,6 +82,8 @@ class PairEntry(TypedDict):
     error: str | None
     cleaned_bytes: list[int] | None
     geometry_from: str | None
+    without_esd: bool  # ESD=auto: coregistered without ESD by the pair's own decision
+    note: str | None  # WITHOUT_ESD_NOTE for such a pair
 
 
 class StatusDocument(TypedDict):
@@ -227,6 +232,8 @@ def _pair_entry(row: PairRow, active: bool, now: float) -> PairEntry:
         "error": row.error if state == PairStatus.FAILED else None,
         "cleaned_bytes": cleaned,
         "geometry_from": row.geometry_from,
+        "without_esd": row.without_esd,
+        "note": WITHOUT_ESD_NOTE if row.without_esd else None,
     }
 
 
@@ -257,6 +264,9 @@ def render_status(document: StatusDocument) -> str:
     lines.append(
         ", ".join(f"{totals[state]} {state}" for state in STATES) + f" of {totals['pairs']} pairs"
     )
+    without = [entry["pair"] for entry in document["pairs"] if entry["without_esd"]]
+    if without:
+        lines.append(f"{', '.join(without)}: {WITHOUT_ESD_NOTE}")
     run = document["run"]
     if document["active"]:
         lines.append(
@@ -272,11 +282,11 @@ def render_status(document: StatusDocument) -> str:
 
 
 def _progress(entry: PairEntry) -> str:
-    reused = f"geometry from {entry['geometry_from']}" if entry["geometry_from"] else ""
-    if entry["state"] in (PairStatus.DONE, PairStatus.FAILED) or not entry["phases_total"]:
-        return reused
-    done = f"({len(entry['phases_done'])}/{entry['phases_total']} phases done)"
-    return f"{done}, {reused}" if reused else done
+    notes = [f"geometry from {entry['geometry_from']}" if entry["geometry_from"] else ""]
+    notes.append(entry["note"] or "")
+    if entry["state"] not in (PairStatus.DONE, PairStatus.FAILED) and entry["phases_total"]:
+        notes.insert(0, f"({len(entry['phases_done'])}/{entry['phases_total']} phases done)")
+    return ", ".join(note for note in notes if note)
 
 
 def _omitted(document: StatusDocument) -> list[str]:

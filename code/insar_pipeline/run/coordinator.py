@@ -34,6 +34,7 @@ from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.ledger.reconcile import reconcile
 from insar_pipeline.ledger.store import Ledger, PairRow
+from insar_pipeline.pair.decisions import WITHOUT_ESD_NOTE
 from insar_pipeline.pair.job import Message, PairJob, PairResult, PhaseEvent
 from insar_pipeline.report.text import format_duration, text_table
 from insar_pipeline.run.budget import (
@@ -231,6 +232,19 @@ class Coordinator:
         summary = self._summary()
         print(self._summary_text(summary), file=sys.stdout, flush=True)
         return summary
+
+    def timeseries(self) -> None:
+        """TIMESERIES=true: the stacks and MintPy after the pairs (a failure leaves the run)."""
+        if not self.settings.timeseries or self.stop.requested:
+            return
+        self.stage = "the time series"
+        from insar_pipeline.timeseries.command import run_timeseries, summary_text
+
+        try:
+            for result in run_timeseries(self.settings):
+                print(summary_text(result), end="", file=sys.stdout, flush=True)
+        except (OSError, RuntimeError, ValueError, PipelineError) as err:
+            log.error("time series not written: %s", err)  # noqa: TRY400 (the run stands)
 
     def report(self, summary: RunSummary) -> RunSummary:
         """report.html (unless the driver was asked not to write it)."""
@@ -505,7 +519,11 @@ class Coordinator:
         if summary.excluded:
             totals += f"; {len(summary.excluded)} excluded before start (see the error column)"
         geometry = self.geometry.summary_line() if self.geometry else None
-        return f"{table}\n{totals}" + (f"\n{geometry}" if geometry else "")
+        without_esd = [row.pair_id for row in rows if row.pair_id in wanted and row.without_esd]
+        notes = [geometry] if geometry else []
+        if without_esd:
+            notes.append(f"{', '.join(without_esd)}: {WITHOUT_ESD_NOTE}")
+        return "\n".join([table, totals, *notes])
 
     def _report(self) -> Path | None:
         from insar_pipeline.report.html import write_report
