@@ -60,7 +60,7 @@ def test_unknown_command_exits_2_naming_it(argv: list[str], tmp_path: Path) -> N
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
         "main_parallel.py: error: unknown command 'frobnicate' "
-        "(choose from run, plan, status, clean, report, pairs, search, download)"
+        "(choose from run, plan, status, clean, report, pairs, search, download, timeseries)"
     )
     assert "Traceback" not in result.stderr
 

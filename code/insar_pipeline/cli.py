@@ -39,6 +39,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pairs": ("acquire.commands", "pairs_command", "write a small-baseline pairs.txt"),
     "search": ("acquire.commands", "search_command", "print what `download` would fetch"),
     "download": ("acquire.commands", "download_command", "fetch what `search` finds"),
+    "timeseries": (
+        "timeseries.command",
+        "timeseries_command",
+        "MintPy stack per track from the finished pairs, and MintPy's velocity",
+    ),
 }
 
 
@@ -72,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_command_options(name: str, sub: argparse.ArgumentParser) -> None:
     if name == "status":
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.add_argument("--all", action="store_true", help="list every pair (large batches)")
+    elif name == "report":
+        sub.add_argument(
+            "--render", action="store_true", help="draw the quicklooks finished pairs lack"
+        )
     elif name == "clean":
         sub.add_argument("--level", choices=("none", "standard", "nuclear"), help="default: CLEAN")
         sub.add_argument("pair_ids", nargs="*", metavar="PAIR", help="pairs to clean (default all)")

@@ -97,7 +97,8 @@ class GeometryReuse:
                 donors.append((-len(group.needers), position[first], first))
                 takers |= group.needers - {first}
         chosen = [pair_id for _, _, pair_id in sorted(donors)]
-        rest = [p for p in pair_ids if p not in takers and p not in set(chosen)]
+        leading = set(chosen)
+        rest = [p for p in pair_ids if p not in takers and p not in leading]
         return chosen + rest + [p for p in pair_ids if p in takers]
 
     def is_ready(self, pair_id: str) -> bool:

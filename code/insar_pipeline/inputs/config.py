@@ -194,6 +194,20 @@ class Settings(BaseModel):  # type: ignore[explicit-any]  # pydantic's synthesiz
     timeseries: bool = False
     reference_lalo: str | None = Field(None, description="MintPy reference point 'lat,lon'")
 
+    @field_validator("reference_lalo")
+    @classmethod
+    def _check_lalo(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = value.split(",")
+        try:
+            lat, lon = (float(part) for part in parts)
+        except ValueError:
+            raise ValueError("expected 'lat,lon' in degrees, e.g. 34.05,-118.25") from None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise ValueError("latitude or longitude out of range")
+        return f"{lat},{lon}"
+
     @field_validator("roi", "region_of_interest", "geocode_bbox", mode="before")
     @classmethod
     def _parse_bbox(cls, value: object) -> object:

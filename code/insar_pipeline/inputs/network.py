@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,12 +87,12 @@ def render_pairs_file(
         f"# --max-days {max_days} --neighbours {neighbours}: {len(pairs)} pairs of"
         f" {len(scenes)} scenes. One pair per line, reference (earlier) first.",
     ]
+    per_track = Counter(reference.relative_orbit for reference, _ in pairs)
     track = None
     for reference, secondary in pairs:
         if reference.relative_orbit != track:
             track = reference.relative_orbit
-            count = sum(1 for pair in pairs if pair[0].relative_orbit == track)
-            lines += ["", f"# relative orbit {track}: {count} pairs"]
+            lines += ["", f"# relative orbit {track}: {per_track[track]} pairs"]
         lines.append(f'("{reference.path.name}", "{secondary.path.name}")')
     return "\n".join(lines) + "\n"
 

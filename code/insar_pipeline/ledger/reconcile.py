@@ -29,21 +29,31 @@ def reconcile(
         for run_id, pid in ledger.unfinished_runs():
             warnings.append(f"run {run_id} (pid {pid}) stopped without finishing")
             ledger.mark_crashed(run_id)
+        # Two queries for every pair, not two per pair: a ledger of 100,000 pairs is read once.
+        recorded = ledger.pair_states()
+        open_attempts = ledger.all_open_attempts()
         for pair_id, truth in checkpoints.items():
-            warnings += _reconcile_pair(ledger, pair_id, tuple(truth), tuple(phase_names))
+            row = recorded.get(pair_id)
+            if row is None:
+                continue
+            attempts = open_attempts.get(pair_id, [])
+            warnings += _reconcile_pair(ledger, pair_id, row, attempts, tuple(truth),
+                                        tuple(phase_names))  # fmt: skip
     for warning in warnings:
         log.warning("ledger repaired from checkpoints: %s", warning)
     return warnings
 
 
 def _reconcile_pair(
-    ledger: Ledger, pair_id: str, truth: tuple[str, ...], all_phases: tuple[str, ...]
+    ledger: Ledger,
+    pair_id: str,
+    row: tuple[PairStatus, tuple[str, ...]],
+    open_attempts: list[tuple[int, str]],
+    truth: tuple[str, ...],
+    all_phases: tuple[str, ...],
 ) -> list[str]:
-    state = ledger.pair_state(pair_id)
-    if state is None:
-        return []
-    status, recorded = state
-    _close_open_attempts(ledger, pair_id, truth)
+    status, recorded = row
+    _close_open_attempts(ledger, open_attempts, truth)
     warnings = []
     new_status = status
     if status == PairStatus.RUNNING:
@@ -69,8 +79,10 @@ def _reconcile_pair(
     return warnings
 
 
-def _close_open_attempts(ledger: Ledger, pair_id: str, truth: tuple[str, ...]) -> None:
+def _close_open_attempts(
+    ledger: Ledger, open_attempts: list[tuple[int, str]], truth: tuple[str, ...]
+) -> None:
     """Attempts a dead run never ended: finished if their phase's checkpoint exists."""
-    for row_id, phase in ledger.open_attempts(pair_id):
+    for row_id, phase in open_attempts:
         ok = phase in truth
         ledger.settle_attempt(row_id, ok, None if ok else "the run stopped during this phase")

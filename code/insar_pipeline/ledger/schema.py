@@ -39,7 +39,15 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 1 -> 2: geometry reuse (issue #8): the pair whose geometry a pair took.
     "ALTER TABLE pairs ADD COLUMN geometry_from TEXT",
+    # 2 -> 3: ESD=auto (issue #12): the pair was coregistered without ESD by its own decision.
+    "ALTER TABLE pairs ADD COLUMN without_esd INTEGER NOT NULL DEFAULT 0",
 )
+# Columns added after schema 1, with what they read as in a ledger written before them: a
+# reader (`status`, `report`) opens an older ledger as it is, since only `run` may upgrade it.
+ADDED_COLUMNS: dict[str, tuple[str, str]] = {
+    "geometry_from": ("pairs", "NULL"),
+    "without_esd": ("pairs", "0"),
+}
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

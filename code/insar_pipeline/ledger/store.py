@@ -16,14 +16,20 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
 from insar_pipeline.download import Download
 from insar_pipeline.errors import InputError
-from insar_pipeline.ledger.schema import SCHEMA_VERSION, Transaction, migrate, schema_version
+from insar_pipeline.ledger.schema import (
+    ADDED_COLUMNS,
+    SCHEMA_VERSION,
+    Transaction,
+    migrate,
+    schema_version,
+)
 from insar_pipeline.pair.job import PairResult, PairStatus, PhaseEvent
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,7 @@ class PairRow:
     bytes_before_clean: int | None
     bytes_after_clean: int | None
     geometry_from: str | None = None  # the pair whose geometry this one took (georeuse)
+    without_esd: bool = False  # coregistered without ESD by its own decision (ESD=auto)
 
 
 def ledger_path(runs_dir: Path) -> Path:
@@ -95,13 +102,13 @@ class Ledger:
         if version == 0:  # a run is creating it right now: nothing to read yet
             conn.close()
             return None
-        if version != SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
             conn.close()
             raise InputError(
-                f"{path}: ledger schema version {version}, this program reads {SCHEMA_VERSION}; "
-                "run `run` with this version once to upgrade it"
+                f"{path}: ledger schema version {version}, this program reads up to "
+                f"{SCHEMA_VERSION}; use the newer version of the pipeline that wrote it"
             )
-        return ledger
+        return ledger  # an older one reads as is (see `_column`); `run` upgrades it
 
     def close(self) -> None:
         self.conn.close()
@@ -163,17 +170,13 @@ class Ledger:
 
     def mark_pending(self, pair_ids: Sequence[str]) -> None:
         """Pairs queued by this run (a pair failed before is pending again until it runs)."""
+        now = time.time()
         with self.transaction():
-            for pair_id in pair_ids:
-                self.set_pair(
-                    pair_id,
-                    status=PairStatus.PENDING,
-                    phase=None,
-                    error=None,
-                    error_tail=None,
-                    failed_phase=None,
-                    attempts=0,
-                )
+            self.conn.executemany(
+                "UPDATE pairs SET status='pending', phase=NULL, error=NULL, error_tail=NULL,"
+                " failed_phase=NULL, attempts=0, updated=? WHERE pair_id=?",
+                ((now, pair_id) for pair_id in pair_ids),
+            )
 
     def set_pair(self, pair_id: str, **fields: Column) -> None:
         """Update some columns of a pair (phases_done as a sequence)."""
@@ -245,6 +248,8 @@ class Ledger:
         # Likewise a geometry source is only ever added here (a run's start re-reads folders).
         if result.geometry_from:
             done["geometry_from"] = result.geometry_from
+        # The pair folder's own decision, as the runner read it (a new folder starts with ESD).
+        done["without_esd"] = int(result.without_esd)
         self.set_pair(
             result.pair_id,
             **done,
@@ -328,24 +333,97 @@ class Ledger:
         ).fetchall()
         return [(int(row_id), str(phase)) for row_id, phase in rows]
 
+    def pair_states(self) -> dict[str, tuple[PairStatus, tuple[str, ...]]]:
+        """`pair_state` of every pair, in one query (a ledger of 100,000 pairs is read once)."""
+        rows = self.conn.execute("SELECT pair_id, status, phases_done FROM pairs")
+        return {
+            str(pair_id): (PairStatus(status), tuple(json.loads(done)))
+            for pair_id, status, done in rows
+        }
+
+    def all_open_attempts(self) -> dict[str, list[tuple[int, str]]]:
+        """`open_attempts` of every pair, in one query."""
+        attempts: dict[str, list[tuple[int, str]]] = {}
+        rows = self.conn.execute(
+            "SELECT id, pair_id, phase FROM phases WHERE ended IS NULL ORDER BY id"
+        )
+        for row_id, pair_id, phase in rows:
+            attempts.setdefault(str(pair_id), []).append((int(row_id), str(phase)))
+        return attempts
+
     def settle_attempt(self, row_id: int, ok: bool, error: str | None) -> None:
         self.conn.execute("UPDATE phases SET ok=?, error=? WHERE id=?", (int(ok), error, row_id))
 
     # ---- reads ---------------------------------------------------------------------------
 
     def pairs(self, listed_only: bool = True) -> list[PairRow]:
+        return list(self.iter_pairs(listed_only))
+
+    def iter_pairs(
+        self,
+        listed_only: bool = True,
+        states: Sequence[str] | None = None,
+        limit: int | None = None,
+        failures_first: bool = False,
+    ) -> Iterator[PairRow]:
+        """The pairs in pairs.txt order, one row at a time (a cursor, not a list); only those
+        of `states` when given, at most `limit`; `failures_first`: failed, running, pending,
+        then done pairs, each in pairs.txt order."""
         query = (
             "SELECT p.pair_id, p.reference, p.secondary, p.position, p.status, p.phase,"
             " p.attempts, p.error, p.error_tail, p.failed_phase, p.phases_done, p.phases_total,"
             " COALESCE((SELECT SUM(wall_s) FROM phases f WHERE f.pair_id=p.pair_id"
             "  AND f.ended IS NOT NULL), 0),"
             " (SELECT MAX(started) FROM phases f WHERE f.pair_id=p.pair_id AND f.ended IS NULL),"
-            " p.bytes_before_clean, p.bytes_after_clean, p.geometry_from FROM pairs p"
+            f" p.bytes_before_clean, p.bytes_after_clean, {self._column('geometry_from')},"
+            f" {self._column('without_esd')} FROM pairs p"
         )
-        if listed_only:
-            query += " WHERE p.listed=1"
-        rows = self.conn.execute(query + " ORDER BY p.position, p.pair_id").fetchall()
-        return [_pair_row(row) for row in rows]
+        where, values = _pair_filter(listed_only, states)
+        order = " ORDER BY p.position, p.pair_id"
+        if failures_first:
+            order = (
+                " ORDER BY CASE p.status WHEN 'failed' THEN 0 WHEN 'running' THEN 1"
+                " WHEN 'done' THEN 3 ELSE 2 END, p.position, p.pair_id"
+            )
+        query += where + order
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        for row in self.conn.execute(query, values):
+            yield _pair_row(row)
+
+    def pair_counts(self, listed_only: bool = True) -> dict[str, int]:
+        """Pairs per recorded status (one aggregate query)."""
+        where, values = _pair_filter(listed_only, None)
+        rows = self.conn.execute(
+            f"SELECT p.status, COUNT(*) FROM pairs p{where} GROUP BY p.status", values
+        )
+        return {status: count for status, count in rows}
+
+    def geometry_sources(self) -> dict[str, str]:
+        """Pair id -> the pair whose geometry it took, for the pairs that took one."""
+        return dict(
+            self.conn.execute(
+                "SELECT pair_id, geometry_from FROM pairs WHERE geometry_from IS NOT NULL"
+            )
+        )
+
+    def without_esd(self) -> list[str]:
+        """The pairs coregistered without ESD by their own decision (ESD=auto)."""
+        column = self._column("without_esd")
+        return [
+            pair for (pair,) in self.conn.execute(f"SELECT pair_id FROM pairs p WHERE {column}")
+        ]
+
+    def pair_statuses(self, listed_only: bool = False) -> dict[str, str]:
+        """Pair id -> recorded status, without the per-phase sums of `iter_pairs`."""
+        where, values = _pair_filter(listed_only, None)
+        return dict(self.conn.execute(f"SELECT p.pair_id, p.status FROM pairs p{where}", values))
+
+    def _column(self, name: str) -> str:
+        """`p.<name>`, or its default when an older ledger (read as is) has no such column."""
+        table, default = ADDED_COLUMNS[name]
+        columns = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+        return f"p.{name}" if name in columns else default
 
     def latest_run(self) -> Record | None:
         cursor = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
@@ -374,6 +452,17 @@ class Ledger:
         return Transaction(self.conn)
 
 
+def _pair_filter(listed_only: bool, states: Sequence[str] | None) -> tuple[str, list[str]]:
+    clauses: list[str] = []
+    values: list[str] = []
+    if listed_only:
+        clauses.append("p.listed=1")
+    if states is not None:
+        clauses.append(f"p.status IN ({', '.join('?' * len(states))})")
+        values += list(states)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), values
+
+
 def _bool(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
@@ -382,4 +471,5 @@ def _pair_row(row: Sequence[SqlValue]) -> PairRow:
     values: list[object] = list(row)
     values[4] = PairStatus(str(row[4]))
     values[10] = tuple(json.loads(str(row[10])))  # phases_done is stored as JSON
+    values[17] = bool(row[17])  # without_esd is stored as 0/1
     return PairRow(*values)  # type: ignore[arg-type]  # the SELECT's columns, in PairRow's order

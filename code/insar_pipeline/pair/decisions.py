@@ -17,6 +17,8 @@ from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 
 DECISIONS_NAME = "pair_decisions.json"
+# What the ledger, `status`, the run summary and the report say of a pair that dropped ESD.
+WITHOUT_ESD_NOTE = "coregistered without ESD: burst-boundary phase jumps may remain"
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,16 @@ def record_decisions(run_dir: Path, decisions: PairDecisions) -> None:
 
 def pair_settings(settings: Settings, run_dir: Path) -> Settings:
     """The settings this pair runs with: the run's, with the pair's own decisions applied."""
-    decisions = read_decisions(run_dir)
-    if decisions.esd_disabled and settings.esd != "false":
+    return apply_decisions(settings, read_decisions(run_dir))
+
+
+def apply_decisions(settings: Settings, decisions: PairDecisions) -> Settings:
+    """The settings with these decisions applied (pure).
+
+    A decision only fills in what the user left to the pair: "no ESD" applies under `ESD=auto`.
+    `ESD=true` is the user asking for ESD, so a pair that decided otherwise shows up as a change
+    of settings (refused once its steps used the other value), never silently overridden.
+    """
+    if decisions.esd_disabled and settings.esd == "auto":
         return settings.with_changes(esd="false")
     return settings

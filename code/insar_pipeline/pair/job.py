@@ -54,6 +54,10 @@ class PairJob:
     geometry_donors: tuple[Path, ...] = ()
     wait_for_geometry: bool = False
     keep_geometry: bool = False
+    # ESD=auto: the pair's topsApp.xml without ESD (pair/decisions.py), which the runner
+    # switches to when coregistration fails for lack of coherent burst overlaps; None when
+    # ESD is not the pair's to drop (ESD=true or false, or already dropped).
+    no_esd_xml: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class PairResult:
     bytes_after_clean: int | None
     phase_wall_s: dict[str, float] = field(default_factory=dict)
     geometry_from: str | None = None  # the pair whose geometry this one took (hard links)
+    without_esd: bool = False  # coregistered without ESD by the pair's own decision (ESD=auto)
 
 
 # What an executor hands the coordinator: events while a pair runs, then its one result.

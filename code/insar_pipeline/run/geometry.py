@@ -70,7 +70,9 @@ class GeometrySharing:
         if self.phase is None:
             log.info("geometry reuse is off: topo does not start a phase of its own")
             return jobs
-        runs = {pair.id: self.settings.run_dir(pair.id).resolve() for pair in pairs}
+        # The runs folder resolved once, not each pair folder (a realpath per pair of 100,000).
+        base = self.settings.runs_dir.resolve()
+        runs = {pair.id: base / pair.id for pair in pairs}
         found = survey(runs, [job.pair_id for job in jobs])
         self._sync_ledger(found)
         self.reuse = GeometryReuse(found, self.phase)
@@ -99,7 +101,7 @@ class GeometrySharing:
         """
         if self.reuse is None:
             return 0, 0, 0.0
-        sources = {row.pair_id: row.geometry_from for row in self.ledger.pairs(False)}
+        sources: dict[str, str | None] = dict(self.ledger.geometry_sources())
         sources.update(self.reuse.reused)
         saved = sum(self._topo_wall(donor, sources) for donor in self.reuse.reused.values())
         return len(self.reuse.computed_s), len(self.reuse.reused), saved
@@ -120,9 +122,10 @@ class GeometrySharing:
 
     def _sync_ledger(self, found: Sequence[PairGeometry]) -> None:
         """A coordinator killed right after a link may not have recorded it: folders win."""
-        recorded = {row.pair_id: row.geometry_from for row in self.ledger.pairs(False)}
+        recorded = self.ledger.geometry_sources()
         for pair in found:
-            if pair.pair_id in recorded and recorded[pair.pair_id] != pair.reused_from:
+            # Every pair of the run is registered by now: an update of an unknown id is a no-op.
+            if recorded.get(pair.pair_id) != pair.reused_from:
                 self.ledger.set_pair(pair.pair_id, geometry_from=pair.reused_from)
 
     def _clean_again(self, folders: Sequence[Path]) -> None:

@@ -10,6 +10,7 @@ checkpoints.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product, is_product_path
 from insar_pipeline.orbits.provision import describe_orbit_plan
 from insar_pipeline.run.preflight import preflight, validate
+from insar_pipeline.timeseries.grid import grid_notes
 from insar_pipeline.topsapp.steps import Phase, phase_table
 
 if TYPE_CHECKING:
@@ -128,6 +130,10 @@ def render_plan(plan: Plan) -> str:
     lines += _render_dems(plan.dems)
     lines += [f"warning: {blocker}" for blocker in (*plan.blockers, *plan.warnings)]
     lines += _render_geometry(plan)
+    lines += grid_notes(
+        {item.pair.id: str(item.pair.reference.relative_orbit) for item in plan.pairs},
+        {pair_id: dem.path for dem in plan.dems for pair_id in dem.pair_ids},
+    )
     runs = [item for item in plan.pairs if item.phases and item.pair.id not in plan.excluded]
     phases = sum(len(item.phases) for item in runs)
     done = sum(1 for item in plan.pairs if not item.phases)
@@ -170,7 +176,7 @@ def _render_geometry(plan: Plan) -> list[str]:
 def _render_dems(dems: tuple[DemPlan, ...]) -> list[str]:
     lines = ["", f"DEM: {_count(len(dems), 'DEM')}"] if dems else []
     for dem in dems:
-        state = "cached" if dem.cached else f"download in {_count(len(dem.tiles), 'request')}"
+        state = "cached" if dem.cached else dem.fetch_summary
         lines.append(
             f"  {dem.path.name}  box {dem.bbox}  {state}  for {_count(len(dem.pair_ids), 'pair')}"
         )
@@ -199,14 +205,15 @@ def _render_phases(item: PairPreview) -> str:
     return f"{names}  (resumes at topsApp step {item.phases[0].first})"
 
 
-def _render_scene(role: str, product: Product, orbit: str | None) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # a scene is in many pairs: its lines are made once
+def _render_scene(role: str, product: Product, orbit: str | None) -> tuple[str, ...]:
     lines = [
         f"  {role:<9}  {product.path.name}",
         f"             {product.start:%Y-%m-%d %H:%M:%S.%f} to {product.stop:%H:%M:%S.%f} UTC",
     ]
     if orbit:
         lines.append(f"             orbit {orbit}")
-    return lines
+    return tuple(lines)
 
 
 def plan_command(settings: Settings, args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # folder level, `**` spans any number of them.
 _ALWAYS = (
     "topsApp.xml",
+    "pair_decisions.json",  # pair/decisions.py: what the pair decided for itself (no ESD)
     "topsProc.xml",
     "*.log",
     "logs/**",

@@ -48,7 +48,8 @@ PROPERTY_RULES: dict[str, tuple[str, str]] = {
     "unwrappername": ("unwrap", "UNWRAPPER"),
     "doionospherecorrection": ("ion", "IONOSPHERE"),
     "applyionospherecorrection": ("ion", "IONOSPHERE"),
-    "doesd": ("subsetoverlaps", "do ESD"),
+    "doesd": ("subsetoverlaps", "ESD"),
+    "esdcoherencethreshold": ("esd", "ESD_COHERENCE_THRESHOLD"),
     "demfilename": ("verifyDEM", "the DEM (ROI, DEM_TYPE)"),
     "geocodedemfilename": ("geocode", "the DEM (ROI, DEM_TYPE)"),
     "geocodeboundingbox": ("geocode", "GEOCODE_BBOX"),
@@ -59,6 +60,9 @@ PROPERTY_RULES: dict[str, tuple[str, str]] = {
     "secondary.polarization": ("preprocess", "POLARIZATION"),
 }
 _DEFAULT_RULE = ("preprocess", "the pair's inputs")
+# ISCE's defaults of properties a topsApp.xml may leave out (applications/topsApp.py): an absent
+# property and its default are the same configuration, not a change.
+ISCE_DEFAULTS: dict[str, str] = {"doesd": "True", "esdcoherencethreshold": "0.85"}
 
 
 def normalize(name: str) -> str:
@@ -91,7 +95,10 @@ def topsapp_xml(
     _property(insar, "range looks", str(settings.range_looks))
     _property(insar, "azimuth looks", str(settings.azimuth_looks))
     _property(insar, "filter strength", repr(float(settings.filter_strength)))
-    _property(insar, "do ESD", "True")  # ISCE's default, written so the file says what runs
+    do_esd = settings.esd != "false"  # auto starts with ESD; the pair may decide otherwise
+    _property(insar, "do ESD", str(do_esd))
+    if do_esd:  # read by the esd step only: without ESD it would be a change that changes nothing
+        _property(insar, "ESD coherence threshold", repr(float(settings.esd_coherence_threshold)))
     _property(insar, "do unwrap", str(settings.unwrap))
     _property(insar, "unwrapper name", settings.unwrapper)
     _property(insar, "do ionosphere correction", str(settings.ionosphere))
@@ -189,9 +196,10 @@ def setting_changes(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[Cha
     """The properties that differ between two flattened topsApp.xml files, sorted by key."""
     changes = []
     for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
+        before, after = (values.get(key, ISCE_DEFAULTS.get(key)) for values in (old, new))
+        if before != after:
             step, setting = PROPERTY_RULES.get(key, _DEFAULT_RULE)
-            changes.append(Change(key, old.get(key), new.get(key), step, setting))
+            changes.append(Change(key, before, after, step, setting))
     return tuple(changes)
 
 
@@ -205,6 +213,9 @@ class RunFacts:
     do_unwrap: bool
     do_unwrap_2stage: bool
     do_ionosphere: bool
+    do_esd: bool = True
+    esd_coherence_threshold: float = 0.85
+    unwrapper: str = "icu"
 
 
 def run_facts(properties: Mapping[str, str]) -> RunFacts:
@@ -218,7 +229,17 @@ def run_facts(properties: Mapping[str, str]) -> RunFacts:
         do_unwrap=bool(_isce_value(properties.get("dounwrap", "False"))),
         do_unwrap_2stage=bool(_isce_value(properties.get("dounwrap2stage", "False"))),
         do_ionosphere=bool(_isce_value(properties.get("doionospherecorrection", "False"))),
+        do_esd=bool(_isce_value(properties.get("doesd", "True"))),
+        esd_coherence_threshold=_float(properties.get("esdcoherencethreshold"), 0.85),
+        unwrapper=properties.get("unwrappername") or "icu",
     )
+
+
+def _float(text: str | None, default: float) -> float:
+    try:
+        return float(text) if text else default
+    except ValueError:
+        return default
 
 
 def _isce_value(text: str) -> object:

@@ -84,6 +84,10 @@ def run_pair_task(job: PairJob, topic: str, run_id: str) -> TaskOutcome:
                 token, 0, not_run_result(job.pair_id, PairStatus.INTERRUPTED, "stopped"), host
             )
         result = run_pair(job, on_event=send, stop=stop)
+        if result.status == "done":  # rendered here, on the worker, once per finished pair
+            from insar_pipeline.report.quicklook import render_finished_pair
+
+            render_finished_pair(job.run_dir, job.pair_id)
     return TaskOutcome(token, sent, result, host)
 
 
