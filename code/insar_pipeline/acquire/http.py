@@ -111,6 +111,12 @@ def _login_request(
     return response
 
 
+def is_asf(url: str) -> bool:
+    """Whether a download URL is ASF's own (not a mirror or a test server)."""
+    host = urlsplit(url).hostname or ""
+    return host == "asf.alaska.edu" or host.endswith(".asf.alaska.edu")
+
+
 def asf_cookies(token: str) -> requests.cookies.RequestsCookieJar:
     """The cookies ASF's burst extractor may want beside the token (`asf-urs`), from the URL
     burst2safe fetches for them (read at call time: tests point it at a loopback server)."""

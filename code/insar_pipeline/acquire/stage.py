@@ -82,7 +82,10 @@ def download(settings: Settings, selection: Selection) -> int:
     raw.mkdir(parents=True, exist_ok=True)
     log.info("downloading %d of %d dates into %s", len(missing), len(selection.acquisitions), raw)
     if selection.level == "burst":
-        cookies = http.asf_cookies(token)  # as burst2safe does before the extractor's URLs
+        # ASF's extractor may want its login cookie beside the token (burst2safe gets it
+        # first); a mirror (another host) gets the token only.
+        first = selection.granules[0].url
+        cookies = http.asf_cookies(token) if http.is_asf(first) else None
         fetch.fetch_all(jobs, token, settings.download_workers, cookies)
         for item in missing:
             bursts.build_safe(raw, item)
