@@ -139,6 +139,7 @@ REACH: dict[str, Reach | Owned] = {
     "EARTHDATA_PASSWORD": Owned(14, "the download's Earthdata login (secret)"),
     "CMR_HOST": Owned(14, "the scene search service"),
     "EDL_HOST": Owned(14, "the Earthdata login service"),
+    "DOWNLOAD_WORKERS": Owned(14, "files `download` fetches at once"),
     "TIMESERIES": Owned(15, "the time-series stage after `run`"),
     "REFERENCE_LALO": Owned(15, "MintPy's reference point"),
 }
