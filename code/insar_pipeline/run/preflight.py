@@ -175,21 +175,22 @@ def preflight(
     left = {
         pair.id: remaining_phases(settings.run_dir(pair.id), validated.phases) for pair in pairs
     }
+    untouched = tuple(validated.phases)  # what is left of a pair without a finished step
     excluded = {}
     for pair in pairs:
-        reason = spoiling_change(settings, pair, dem_of[pair.id]) if left[pair.id] else None
+        # Only a pair with finished steps can be spoiled (a fresh one is not even looked at).
+        started = left[pair.id] and left[pair.id] != untouched
+        reason = spoiling_change(settings, pair, dem_of[pair.id]) if started else None
         if reason:
             excluded[pair.id] = reason
     todo = [pair for pair in pairs if left[pair.id] and pair.id not in excluded]
-    needs = [
-        pair_disk(
-            settings,
-            pair,
-            measurement_pixels(pair.reference, pair.swaths, settings.polarization),
-            _bytes_in(settings.run_dir(pair.id)),
-        )
-        for pair in todo
-    ]
+    pixels: dict[tuple[Path, tuple[int, ...]], int] = {}  # a reference is in many pairs
+    needs = []
+    for pair in todo:
+        key = (pair.reference.path, tuple(pair.swaths))
+        if key not in pixels:
+            pixels[key] = measurement_pixels(pair.reference, pair.swaths, settings.polarization)
+        needs.append(pair_disk(settings, pair, pixels[key], _bytes_in(settings.run_dir(pair.id))))
     workers = plan_parallelism(
         validated.machine,
         settings.workers,
