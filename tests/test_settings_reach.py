@@ -10,11 +10,13 @@ without an entry fails): the value to change it to, and where the change must sh
   from the orbit clients (ASF, AWS, CDSE search and login);
 - "cluster": the Dask cluster plan and the arguments of its dask-jobqueue cluster.
 
-Keys owned by another engineer this round are `Owned` entries (the integrator completes them).
+Keys whose effect another test asserts against the real (loopback) service are `Elsewhere`
+entries naming that test, which must exist.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import sys
 import threading
@@ -30,6 +32,7 @@ import pytest
 from batch_factory import FIRST_DATE, FOOTPRINT, REPEAT
 from conftest import make_data_folder, make_safe_product
 from insar_pipeline._http import HttpClient
+from insar_pipeline.acquire.search import search_options
 from insar_pipeline.dem import copernicus
 from insar_pipeline.dem.fetch import tile_url
 from insar_pipeline.dem.provision import geocode_dem_path, plan_dems
@@ -44,6 +47,7 @@ from insar_pipeline.run.budget import plan_parallelism
 from insar_pipeline.run.dask.cluster import jobqueue_cluster, plan_cluster
 from insar_pipeline.run.plan import build_plan, render_plan
 from insar_pipeline.run.preflight import machine_of, preflight, validate
+from insar_pipeline.timeseries.mintpy_app import config_text
 from insar_pipeline.topsapp.xml import normalize, read_properties
 
 DOUBLE = Path(__file__).resolve().parent / "isce_double" / "topsApp.py"
@@ -52,20 +56,27 @@ BOX = "51.55,51.65,-126.9,-126.7"  # inside the batch's footprint
 
 @dataclasses.dataclass(frozen=True)
 class Reach:
-    where: str  # xml | job | plan | request | cluster
+    where: str  # xml | job | plan | request | cluster | search | mintpy
     value: Any  # what the key is changed to
     base: tuple[tuple[str, Any], ...] = ()  # fields set on both sides (e.g. EXECUTOR=dask)
     why: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
-class Owned:
-    issue: int
+class Elsewhere:
+    """A key whose effect another test asserts against the real service (`test` names it,
+    checked to exist), or none can (`test` empty, `why` says why)."""
+
+    test: str
     why: str
 
 
+# A search the search keys change (issue 14): the settings a search needs.
+SEARCH = (("aoi", "51.55,51.65,-126.9,-126.7"), ("start", "2025-01-01"), ("relative_orbit", 108))
+
+
 DASK = (("executor", "dask"), ("dask_scheduler", "slurm"))
-REACH: dict[str, Reach | Owned] = {
+REACH: dict[str, Reach | Elsewhere] = {
     "OPENTOPO_API_KEY": Reach("request", "another-key", why="the key of each DEM tile request"),
     "ROI": Reach("request", "51.4,51.8,-127.1,-126.5", why="the DEM box of the tile requests"),
     "REGION_OF_INTEREST": Reach("xml", BOX),
@@ -118,7 +129,6 @@ REACH: dict[str, Reach | Owned] = {
     "COPERNICUS_DEM_URL": Reach(
         "request", "/cop2", base=(("dem_source", "copernicus"),), why="each bucket tile read"
     ),
-    # Owned by other engineers this round.
     "ESD": Reach(
         "xml",
         "false",
@@ -126,22 +136,42 @@ REACH: dict[str, Reach | Owned] = {
         "tests/test_esd.py)",
     ),
     "ESD_COHERENCE_THRESHOLD": Reach("xml", 0.7, why="`ESD coherence threshold`"),
-    "AOI": Owned(14, "the scene search request"),
-    "START": Owned(14, "the scene search request"),
-    "END": Owned(14, "the scene search request"),
-    "RELATIVE_ORBIT": Owned(14, "the scene search request"),
-    "FLIGHT_DIRECTION": Owned(14, "the scene search request"),
-    "FRAME": Owned(14, "the scene search request"),
-    "PLATFORMS": Owned(14, "the scene search request"),
-    "INPUT_LEVEL": Owned(14, "scene or burst search and download"),
-    "EARTHDATA_TOKEN": Owned(14, "the download's Earthdata login (secret)"),
-    "EARTHDATA_USERNAME": Owned(14, "the download's Earthdata login"),
-    "EARTHDATA_PASSWORD": Owned(14, "the download's Earthdata login (secret)"),
-    "CMR_HOST": Owned(14, "the scene search service"),
-    "EDL_HOST": Owned(14, "the Earthdata login service"),
-    "DOWNLOAD_WORKERS": Owned(14, "files `download` fetches at once"),
-    "TIMESERIES": Owned(15, "the time-series stage after `run`"),
-    "REFERENCE_LALO": Owned(15, "MintPy's reference point"),
+    "AOI": Reach("search", "51.5,51.7,-127.0,-126.6", SEARCH, "the searched area"),
+    "START": Reach("search", "2025-02-01", SEARCH, "the searched time span"),
+    "END": Reach("search", "2025-06-30", SEARCH, "the searched time span"),
+    "RELATIVE_ORBIT": Reach("search", 35, SEARCH, "the searched track"),
+    "FLIGHT_DIRECTION": Reach("search", "ASCENDING", SEARCH, "the searched direction"),
+    "FRAME": Reach("search", 163, SEARCH, "the searched frame"),
+    "PLATFORMS": Reach("search", "S1A", SEARCH, "the searched platforms"),
+    "INPUT_LEVEL": Reach("search", "burst", SEARCH, "scenes or bursts are searched"),
+    "EARTHDATA_TOKEN": Elsewhere(
+        "test_acquire.py::test_a_wrong_token_is_exit_2_before_any_download",
+        "the token the loopback Earthdata login checks before any download (secret)",
+    ),
+    "EARTHDATA_USERNAME": Elsewhere(
+        "test_acquire.py::test_username_password_and_netrc_logins_never_write_the_netrc",
+        "the login the loopback Earthdata service receives",
+    ),
+    "EARTHDATA_PASSWORD": Elsewhere(
+        "test_acquire.py::test_username_password_and_netrc_logins_never_write_the_netrc",
+        "the login the loopback Earthdata service receives (secret)",
+    ),
+    "CMR_HOST": Elsewhere(
+        "test_acquire.py::test_search_command_in_a_child_process_reaches_the_cmr_host_setting",
+        "the host the search goes to, seen by the loopback CMR",
+    ),
+    "EDL_HOST": Elsewhere(
+        "test_acquire.py::test_a_wrong_token_is_exit_2_before_any_download",
+        "the Earthdata login host, set to the loopback one there",
+    ),
+    "DOWNLOAD_WORKERS": Elsewhere(
+        "", "the bound of download's thread pool (acquire/fetch.py): timing, not an output"
+    ),
+    "TIMESERIES": Elsewhere(
+        "test_timeseries_run.py::test_run_with_timeseries_writes_the_stack_and_mintpys_velocity",
+        "the stage after the pairs: `run` writes the MintPy stack and velocity",
+    ),
+    "REFERENCE_LALO": Reach("mintpy", "51.6,-126.8", why="mintpy.reference.lalo in the cfg"),
 }
 
 
@@ -345,7 +375,19 @@ def seen_in_cluster(settings: Settings, loopback: Any) -> Any:
     return plan, sorted((name, repr(value)) for name, value in recorded.items())
 
 
+def seen_in_search(settings: Settings, loopback: Any) -> Any:
+    """The asf_search query `search`/`download`/`run` make (acquire/search.py)."""
+    return search_options(settings)
+
+
+def seen_in_mintpy(settings: Settings, loopback: Any) -> Any:
+    """The smallbaselineApp.cfg `timeseries` writes (timeseries/mintpy_app.py)."""
+    return config_text((), settings.reference_lalo)
+
+
 SEEN: dict[str, Callable[[Settings, Any], Any]] = {
+    "search": seen_in_search,
+    "mintpy": seen_in_mintpy,
     "xml": seen_in_xml,
     "job": seen_in_job,
     "plan": seen_in_plan,
@@ -357,8 +399,14 @@ SEEN: dict[str, Callable[[Settings, Any], Any]] = {
 @pytest.mark.parametrize("key", sorted(REACH))
 def test_changing_a_key_changes_what_uses_it(key, batch, loopback):
     entry = REACH[key]
-    if isinstance(entry, Owned):
-        pytest.skip(f"owned by issue {entry.issue}: {entry.why}")
+    if isinstance(entry, Elsewhere):
+        if not entry.test:
+            pytest.skip(entry.why)
+        module, name = entry.test.split("::")
+        tree = ast.parse((Path(__file__).parent / module).read_text())
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert name in defined, f"{key}: {entry.test} is gone; say where {key} is checked now"
+        return
     if key == "CDSE_DOWNLOAD_URL":
         pytest.skip(entry.why)
     settings = base_settings(batch, loopback).with_changes(**dict(entry.base))
