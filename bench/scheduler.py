@@ -284,6 +284,7 @@ def coordinator_planning(data: Path, pairs_file: Path, env_file: Path) -> None:
     """The run's own planning stage for the same pairs (no provisioning, no topsApp)."""
     from insar_pipeline.inputs.config import Settings
     from insar_pipeline.inputs.pairs import load_pairs
+    from insar_pipeline.ledger.reconcile import reconcile
     from insar_pipeline.ledger.store import Ledger
     from insar_pipeline.run.dispatch import dispatch_order, plan_pair
     from insar_pipeline.topsapp.steps import phase_table, remaining_phases
@@ -299,7 +300,7 @@ def coordinator_planning(data: Path, pairs_file: Path, env_file: Path) -> None:
     ]
     ledger = Ledger.open_writer(settings.runs_dir)
     ledger.register_pairs([(p.id, p.reference.name, p.secondary.name, p.line) for p in pairs], 6)
-    ledger.reconcile({plan.pair_id: plan.phases_done for plan in plans}, [p.name for p in phases])
+    reconcile(ledger, {plan.pair_id: plan.phases_done for plan in plans}, [p.name for p in phases])
     ledger.mark_pending([plan.pair_id for plan in plans])
     order = dispatch_order(plans)
     ledger.close()

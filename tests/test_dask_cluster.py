@@ -99,7 +99,7 @@ def test_bad_cluster_settings_name_the_key(tmp_path, fields, key):
 @pytest.fixture
 def no_dashboard():
     # What a user would put in ~/.config/dask/jobqueue.yaml; keeps the test off port 8787.
-    options = {f"jobqueue.{kind}.scheduler-options": {"dashboard_address": None}
+    options = {f"jobqueue.{kind}.scheduler-options": {"dashboard_address": ":0"}
                for kind in ("slurm", "pbs", "sge")}  # fmt: skip
     with dask.config.set(options):
         yield
@@ -173,7 +173,7 @@ def test_pbs_and_sge_job_scripts(tmp_path, no_dashboard, kind, expected):
 def local_client():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster) as client:  # fmt: skip
         yield client
 

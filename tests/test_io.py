@@ -74,3 +74,10 @@ def test_a_folder_that_cannot_be_made_is_a_provisioning_error(tmp_path: Path) ->
     with pytest.raises(ProvisioningError, match="cannot create or lock it"):
         with folder_lock(tmp_path / "file" / "cache" / ".lock", "waits"):
             pass
+
+
+def test_a_file_cheap_to_remake_is_still_atomic_without_the_fsyncs(tmp_path: Path) -> None:
+    target = tmp_path / "page-0001.html"
+    write_text(target, "<html>", durable=False)
+    assert target.read_text(encoding="utf-8") == "<html>" and list(tmp_path.iterdir()) == [target]
+    assert target.stat().st_mode & 0o777 == 0o644

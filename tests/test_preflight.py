@@ -101,7 +101,8 @@ def test_every_settings_problem_is_reported_at_once(tmp_path):
     settings = settings_for(
         batch,
         topsapp=str(tmp_path / "nope" / "topsApp.py"),
-        memory_reserve_gb=100.0,  # more than the 64 GB planned with
+        memory_total_gb=None,  # this machine's RAM, which only preflight can compare with
+        memory_reserve_gb=100000.0,
         executor="dask",
         dask_scheduler="local",
         dask_memory_gb=1000.0,
@@ -109,7 +110,7 @@ def test_every_settings_problem_is_reported_at_once(tmp_path):
     with pytest.raises(InputError) as caught:
         validate(settings)
     message = str(caught.value)
-    assert "TOPSAPP:" in message and "MEMORY_RESERVE_GB=100" in message
+    assert "TOPSAPP:" in message and "MEMORY_RESERVE_GB=100000" in message
     # On a cluster, topsApp is looked up on the workers: here only a warning.
     remote = settings.with_changes(dask_scheduler="slurm", memory_reserve_gb=2.0)
     problems, warnings = preflight_module.settings_problems(remote)

@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from batch_factory import FakeRunner, fake_prepare, make_batch, write_checkpoints
 from insar_pipeline.errors import InputError
-from insar_pipeline.inputs.config import Settings
+from insar_pipeline.inputs.config import Settings, load_settings
 from insar_pipeline.ledger.store import Ledger
 from insar_pipeline.run.coordinator import Provision
 from insar_pipeline.run.dispatch import DispatchQueue, PairPlan, dispatch_order, plan_pair
@@ -211,8 +212,9 @@ def test_bad_input_exits_2_before_anything_starts(batch4):
         run_with(settings_for(batch4), FakeRunner())
     batch4.pairs_file.write_text(good)
     assert not (batch4.data / "runs" / "ledger.sqlite").exists()
-    with pytest.raises(InputError, match="MEMORY_RESERVE_GB"):
-        run_with(settings_for(batch4, memory_total_gb=1.0, memory_reserve_gb=2.0), FakeRunner())
+    # MEMORY_RESERVE_GB against MEMORY_TOTAL_GB: refused when the settings are made.
+    with pytest.raises(ValidationError, match="MEMORY_RESERVE_GB"):
+        settings_for(batch4, memory_total_gb=1.0, memory_reserve_gb=2.0)
 
 
 @pytest.mark.parametrize(
@@ -228,10 +230,14 @@ def test_bad_dask_setting_exits_2_before_provisioning(tmp_path, fields, key):
 
     batch = make_batch(tmp_path, 1)
     dead = {f"{name}_url": DEAD_URL for name in ("asf_orbit", "aws_orbit", "cdse", "opentopo")}
-    settings = settings_for(
-        batch, executor="dask", roi="51.45,51.75,-127.0,-126.6", **dead, **fields
-    )
-    with pytest.raises(InputError, match=key) as caught:
+    env = tmp_path / "dask.env"
+    env.write_text("")
+    values = {"executor": "dask", "roi": "51.45,51.75,-127.0,-126.6", **dead, **fields}
+    with pytest.raises(InputError, match=key) as caught:  # the DASK_* keys are checked together
+        settings = load_settings(
+            {"env_file": env, "data_dir": batch.data, "pairs_file": batch.pairs_file},
+            {name.upper(): str(value) for name, value in values.items()},
+        )
         run_pipeline(settings)  # the real provisioning: it would fail on the dead URLs
     assert caught.value.exit_code == 2
     assert not (batch.data / "runs" / "ledger.sqlite").exists()

@@ -119,8 +119,13 @@ REACH: dict[str, Reach | Owned] = {
         "request", "/cop2", base=(("dem_source", "copernicus"),), why="each bucket tile read"
     ),
     # Owned by other engineers this round.
-    "ESD": Owned(12, "topsApp's `do ESD` and the auto fallback: the ESD helper's"),
-    "ESD_COHERENCE_THRESHOLD": Owned(12, "topsApp's `ESD coherence threshold`: the ESD helper's"),
+    "ESD": Reach(
+        "xml",
+        "false",
+        why="`do ESD` (auto and true both write True: auto differs in the job's no_esd_xml, "
+        "tests/test_esd.py)",
+    ),
+    "ESD_COHERENCE_THRESHOLD": Reach("xml", 0.7, why="`ESD coherence threshold`"),
     "AOI": Owned(14, "the scene search request"),
     "START": Owned(14, "the scene search request"),
     "END": Owned(14, "the scene search request"),
@@ -134,6 +139,7 @@ REACH: dict[str, Reach | Owned] = {
     "EARTHDATA_PASSWORD": Owned(14, "the download's Earthdata login (secret)"),
     "CMR_HOST": Owned(14, "the scene search service"),
     "EDL_HOST": Owned(14, "the Earthdata login service"),
+    "DOWNLOAD_WORKERS": Owned(14, "files `download` fetches at once"),
     "TIMESERIES": Owned(15, "the time-series stage after `run`"),
     "REFERENCE_LALO": Owned(15, "MintPy's reference point"),
 }

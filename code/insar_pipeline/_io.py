@@ -28,35 +28,40 @@ FILE_MODE = 0o644  # mkstemp makes 0600; what the pipeline writes is for everyon
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path, mode: int | None = FILE_MODE) -> Iterator[Path]:
+def atomic_output(path: Path, mode: int | None = FILE_MODE, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path`; when the body returns, make it `path` atomically.
 
     The body may write the temp file itself, open it, hand it to GDAL or replace it (a hard
     link). `mode=None` keeps the temp file's mode (a hard link shares its source's inode).
+    `durable=False` skips the fsyncs (still atomic): for many files that are cheap to remake.
     """
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART_SUFFIX, dir=path.parent)
     os.close(handle)
     temporary = Path(name)
     try:
         yield temporary
-        _fsync(temporary)
+        if durable:
+            _fsync(temporary)
         if mode is not None:
             temporary.chmod(mode)
         temporary.replace(path)
     finally:
         temporary.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
+    if durable:
+        _fsync_folder(path.parent)
 
 
-def write_bytes(path: Path, data: bytes, mode: int | None = FILE_MODE) -> None:
+def write_bytes(
+    path: Path, data: bytes, mode: int | None = FILE_MODE, durable: bool = True
+) -> None:
     """Write `data` to `path` through `atomic_output`."""
-    with atomic_output(path, mode) as temporary:
+    with atomic_output(path, mode, durable) as temporary:
         temporary.write_bytes(data)
 
 
-def write_text(path: Path, text: str, mode: int | None = FILE_MODE) -> None:
+def write_text(path: Path, text: str, mode: int | None = FILE_MODE, durable: bool = True) -> None:
     """Write `text` (UTF-8) to `path` through `atomic_output`."""
-    write_bytes(path, text.encode("utf-8"), mode)
+    write_bytes(path, text.encode("utf-8"), mode, durable)
 
 
 def remove_partials(folder: Path) -> None:

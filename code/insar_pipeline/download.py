@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -14,4 +15,4 @@ class Download:
     source: str  # where from: a service name or its URL, any key masked
     bytes: int
     path: Path  # where it ended up: for a DEM tile, the DEM it is mosaicked into
-    kind: str = "orbit"  # "orbit" or "dem"
+    kind: Literal["orbit", "dem"] = "orbit"

@@ -17,14 +17,13 @@ import html
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from insar_pipeline._io import FILE_MODE, write_text
+from insar_pipeline._io import write_text
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow, Record
@@ -34,7 +33,7 @@ from insar_pipeline.report.quicklook import (
     QUICKLOOK_DIR,
     ProductView,
     existing_quicklooks,
-    render_quicklooks,
+    render_finished_pair,
 )
 from insar_pipeline.report.text import format_duration
 from insar_pipeline.timeseries.page import timeseries_links
@@ -144,9 +143,10 @@ def _write_pages(
         parts += ["<h2>Pairs</h2>", _pairs_table(page.rows, page.looks), _quicklooks(page, "")]
     else:
         index = []  # a line per page, not the pages: their rows are gone once written
+        where = str(runs_dir.resolve())
         for page in pages:
             path = runs_dir / PAGES_DIR / _page_name(page.number)
-            _write_page(path, _page_html(page, _page_count(total), runs_dir))
+            _write_page(path, _page_html(page, _page_count(total), where))
             written.append(path)
             index.append(_page_line(page))
         parts.append(_page_index(index))
@@ -167,7 +167,7 @@ def _pages(settings: Settings, rows: Iterator[PairRow], render: bool) -> Iterato
             if row.status != "done":
                 continue
             if render and settings.run_dir(row.pair_id).is_dir():
-                render_quicklooks(settings.run_dir(row.pair_id), row.pair_id)
+                render_finished_pair(settings.run_dir(row.pair_id), row.pair_id)
             looks[row.pair_id] = existing_quicklooks(f"{runs_dir}/{row.pair_id}")
         yield Page(number, chunk, looks)
 
@@ -180,7 +180,7 @@ def _page_name(number: int) -> str:
     return f"pairs-{number:04d}.html"
 
 
-def _page_html(page: Page, pages: int, runs_dir: Path) -> str:
+def _page_html(page: Page, pages: int, runs_dir: str) -> str:
     first, last = page.rows[0], page.rows[-1]
     nav = ["<nav><a href='../report.html'>summary</a>"]
     if page.number > 1:
@@ -192,7 +192,7 @@ def _page_html(page: Page, pages: int, runs_dir: Path) -> str:
         f"InSAR pipeline report: pairs page {page.number}",
         [
             f"<h1>Pairs {_e(first.pair_id)} … {_e(last.pair_id)}</h1>",
-            f"<p>{_e(str(runs_dir.resolve()))}</p>",
+            f"<p>{_e(runs_dir)}</p>",
             "".join(nav),
             _pairs_table(page.rows, page.looks),
             _quicklooks(page, "../"),
@@ -439,12 +439,4 @@ def _write_page(path: Path, text: str) -> None:
     """A page, atomically (temp file, rename) but without `_io`'s fsyncs: a report of 100,000
     pairs writes 1,000 pages, each rewritten from the ledger by the next `report` if lost."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(temp).chmod(FILE_MODE)
-        Path(temp).replace(path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_text(path, text, durable=False)

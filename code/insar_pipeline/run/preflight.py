@@ -28,7 +28,6 @@ from insar_pipeline.inputs.pairs import Pair, load_pairs
 from insar_pipeline.inputs.safe import SWATH_FILE_RE, Product
 from insar_pipeline.pair.prepare import spoiling_change
 from insar_pipeline.run.budget import Machine, detect_cores, detect_memory_gb, plan_parallelism
-from insar_pipeline.run.dask.cluster import validate_settings
 from insar_pipeline.topsapp.steps import Phase, phase_table, remaining_phases, validate_phase_table
 
 log = logging.getLogger(__name__)
@@ -117,19 +116,17 @@ def settings_problems(settings: Settings) -> tuple[list[str], list[str]]:
         warnings.append(f"{topsapp} (checked on this machine only: Dask workers may have it)")
     elif topsapp:
         problems.append(topsapp)
-    for check in (
-        lambda: plan_parallelism(
+    # The DASK_* keys and MEMORY_RESERVE_GB against MEMORY_TOTAL_GB were checked together when
+    # the settings were made (Settings' model validators); the RAM this machine has is not.
+    try:
+        plan_parallelism(
             machine_of(settings),
             settings.workers,
             settings.memory_per_worker_gb,
             settings.memory_reserve_gb,
-        ),
-        lambda: validate_settings(settings),
-    ):
-        try:
-            check()
-        except InputError as err:
-            problems.append(str(err))
+        )
+    except InputError as err:
+        problems.append(str(err))
     return problems, warnings
 
 
@@ -178,21 +175,22 @@ def preflight(
     left = {
         pair.id: remaining_phases(settings.run_dir(pair.id), validated.phases) for pair in pairs
     }
+    untouched = tuple(validated.phases)  # what is left of a pair without a finished step
     excluded = {}
     for pair in pairs:
-        reason = spoiling_change(settings, pair, dem_of[pair.id]) if left[pair.id] else None
+        # Only a pair with finished steps can be spoiled (a fresh one is not even looked at).
+        started = left[pair.id] and left[pair.id] != untouched
+        reason = spoiling_change(settings, pair, dem_of[pair.id]) if started else None
         if reason:
             excluded[pair.id] = reason
     todo = [pair for pair in pairs if left[pair.id] and pair.id not in excluded]
-    needs = [
-        pair_disk(
-            settings,
-            pair,
-            measurement_pixels(pair.reference, pair.swaths, settings.polarization),
-            _bytes_in(settings.run_dir(pair.id)),
-        )
-        for pair in todo
-    ]
+    pixels: dict[tuple[Path, tuple[int, ...]], int] = {}  # a reference is in many pairs
+    needs = []
+    for pair in todo:
+        key = (pair.reference.path, tuple(pair.swaths))
+        if key not in pixels:
+            pixels[key] = measurement_pixels(pair.reference, pair.swaths, settings.polarization)
+        needs.append(pair_disk(settings, pair, pixels[key], _bytes_in(settings.run_dir(pair.id))))
     workers = plan_parallelism(
         validated.machine,
         settings.workers,

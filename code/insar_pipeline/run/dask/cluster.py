@@ -170,7 +170,8 @@ def _local_cluster(plan: ClusterPlan) -> Any:
     with dask.config.set({"distributed.worker.profile.enabled": False}):
         return LocalCluster(
             n_workers=plan.workers, threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs=logging.WARNING,
+            # ":0": any free port; None would still bind 8787 and collide with another run.
+            dashboard_address=":0", silence_logs=logging.WARNING,
             # The memory is topsApp's (child processes), bounded by the resource; Dask's own
             # spill/pause/kill thresholds watch the worker process, which holds none.
             memory_limit=0, resources={MEMORY_RESOURCE: plan.worker_memory_gb},
@@ -227,9 +228,3 @@ def visible_cores() -> int:
     import os
 
     return len(os.sched_getaffinity(0))
-
-
-def validate_settings(settings: Settings) -> None:
-    """Raise InputError for DASK_* keys that cannot work (for the checks before a run starts)."""
-    if settings.executor == "dask":
-        plan_cluster(settings, 1, 1.0)
