@@ -152,6 +152,19 @@ def draw_png(
     png: Path,
 ) -> None:
     """Draw one product with its colour bar and lon/lat axes; the PNG is replaced atomically."""
+    # NaN pixels (no data) are drawn as the colour map's "bad" colour; matplotlib's resampling
+    # casts them on the way and numpy warns about it (a warning the tests turn into an error).
+    with np.errstate(invalid="ignore"):
+        _draw(data, extent, view, title, png)
+
+
+def _draw(
+    data: np.ndarray,
+    extent: tuple[float, float, float, float],
+    view: ProductView,
+    title: str,
+    png: Path,
+) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
