@@ -174,16 +174,37 @@ def preflight(
     the pairs that run at once (or the DEM boxes cannot be planned). Writes nothing."""
     pairs = validated.pairs
     dems = tuple(plan_dems(settings, pairs))
-    dem_of = {pair_id: plan.path for plan in dems for pair_id in plan.pair_ids}
     left = {
         pair.id: remaining_phases(settings.run_dir(pair.id), validated.phases) for pair in pairs
     }
-    excluded = {}
+    started = [pair for pair in pairs if left[pair.id]]
+    excluded = exclusions(settings, started, dems)
+    todo = [pair for pair in started if pair.id not in excluded]
+    free = (free_bytes or free_disk_bytes)(settings.data_dir)
+    refusal, warning = disk_check(settings, validated.machine, todo, free)
+    if refusal:
+        raise InputError(refusal)
+    warnings = (*validated.warnings, *([warning] if warning else []))
+    return Preflight(validated, dems, left, excluded, warnings)
+
+
+def exclusions(
+    settings: Settings, pairs: Sequence[Pair], dems: Sequence[DemPlan]
+) -> dict[str, str]:
+    """Pair id -> why its finished steps forbid its new topsApp.xml (with its planned DEM)."""
+    dem_of = {pair_id: plan.path for plan in dems for pair_id in plan.pair_ids}
+    found = {}
     for pair in pairs:
-        reason = spoiling_change(settings, pair, dem_of[pair.id]) if left[pair.id] else None
+        reason = spoiling_change(settings, pair, dem_of[pair.id])
         if reason:
-            excluded[pair.id] = reason
-    todo = [pair for pair in pairs if left[pair.id] and pair.id not in excluded]
+            found[pair.id] = reason
+    return found
+
+
+def disk_check(
+    settings: Settings, machine: Machine, todo: Sequence[Pair], free: int
+) -> tuple[str | None, str | None]:
+    """(refusal, warning) for the pairs still to run on `free` bytes of the data folder."""
     needs = [
         pair_disk(
             settings,
@@ -194,18 +215,13 @@ def preflight(
         for pair in todo
     ]
     workers = plan_parallelism(
-        validated.machine,
+        machine,
         settings.workers,
         settings.memory_per_worker_gb,
         settings.memory_reserve_gb,
         pairs_to_run=len(todo),
     ).workers
-    free = (free_bytes or free_disk_bytes)(settings.data_dir)
-    refusal, warning = disk_verdict(needs, workers, free, settings.data_dir)
-    if refusal:
-        raise InputError(refusal)
-    warnings = (*validated.warnings, *([warning] if warning else []))
-    return Preflight(validated, dems, left, excluded, warnings)
+    return disk_verdict(needs, workers, free, settings.data_dir)
 
 
 def pair_disk(settings: Settings, pair: Pair, pixels: int, present: int = 0) -> PairDisk:
