@@ -290,3 +290,18 @@ def test_plan_shows_the_disk_warning(tmp_path, monkeypatch, capsys):
     assert "warning: " in out and "later pairs may fail" in out
     with pytest.raises(InputError, match="run at once"):
         plan_command(settings_for(batch, workers=3), None)
+
+
+def test_run_without_the_dem_key_exits_2_before_any_orbit_download(tmp_path):
+    batch = make_batch(tmp_path, 2)
+    (batch.root / ".env").write_text(
+        f"ASF_ORBIT_URL = {DEAD_URL}\nAWS_ORBIT_URL = {DEAD_URL}\nORBIT_SOURCES = asf,aws\n"
+        "DEM_TYPE = SRTMGL3_E\n"
+    )
+    result = run_main(["run"], batch.root, env=clean_environ())
+    assert result.returncode == 2, result.stderr
+    assert "must be downloaded from OpenTopography" in result.stderr
+    assert "orbit" not in result.stderr.lower()  # no orbit was even looked up
+    assert not (batch.data / "runs" / "ledger.sqlite").exists()
+    plan = run_main(["plan"], batch.root, env=clean_environ())
+    assert plan.returncode == 0 and "warning: the DEM" in plan.stdout

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from insar_pipeline.dem.provision import DemPlan, plan_dems
+from insar_pipeline.dem.provision import DemPlan, missing_prerequisites, plan_dems
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair, load_pairs
@@ -70,6 +70,9 @@ class Preflight:
     left: Mapping[str, tuple[Phase, ...]]  # pair id -> phases still to run (from checkpoints)
     excluded: Mapping[str, str] = field(default_factory=dict)  # pair id -> reason
     warnings: tuple[str, ...] = ()
+    # What would stop DEM provisioning (no key, no geoid grid): `run` refuses to start with
+    # them (see `refuse_blockers`), `plan` shows them as warnings.
+    blockers: tuple[str, ...] = ()
 
     @property
     def pairs(self) -> tuple[Pair, ...]:
@@ -185,7 +188,18 @@ def preflight(
     if refusal:
         raise InputError(refusal)
     warnings = (*validated.warnings, *([warning] if warning else []))
-    return Preflight(validated, dems, left, excluded, warnings)
+    blockers = tuple(missing_prerequisites(settings, [d for d in dems if _needed(d, todo)]))
+    return Preflight(validated, dems, left, excluded, warnings, blockers)
+
+
+def refuse_blockers(checked: Preflight) -> None:
+    """InputError (exit 2) when DEM provisioning could not work: before any orbit download."""
+    if checked.blockers:
+        raise InputError("\n".join(checked.blockers))
+
+
+def _needed(dem: DemPlan, todo: Sequence[Pair]) -> bool:
+    return any(pair.id in dem.pair_ids for pair in todo)
 
 
 def exclusions(
