@@ -10,6 +10,14 @@ Targets: peak memory bounded (streamed, not the mosaic as float64), ratio <= 2.
 The source is synthetic (3601 x 3601 float32 on the GLO-30 grid), served by
 tests/opentopo_server.py in its own process. When PROJ has no EGM2008 grid (Debian), a
 stand-in `us_nga_egm08_25.tif` with EGM96 values is written for the timing only; it is said so.
+
+    PYTHONPATH=code $VENV/bin/python bench/dem.py --sources
+
+compares the two DEM sources instead: for a 0.3° and a 2° box, the wall time of
+`provision_dems` and the bytes it downloaded, from the loopback OpenTopography (one GeoTIFF per
+request) and from the loopback Copernicus bucket (tests/copernicus_server.py: full-size 1°
+GLO-30-format COG tiles, range requests; only the windows are read). Both serve the same smooth
+synthetic heights; loopback, so the times are CPU and protocol, not network.
 """
 
 from __future__ import annotations
@@ -158,7 +166,12 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--degrees", type=int, default=1, help="box side (default 1)")
+    parser.add_argument(
+        "--sources", action="store_true", help="compare OpenTopography and the Copernicus bucket"
+    )
     args = parser.parse_args()
+    if args.sources:
+        return compare_sources()
     box = (34.0, 34.0 + args.degrees, -118.0, -118.0 + args.degrees)
     with tempfile.TemporaryDirectory(prefix="bench-dem-") as folder:
         work = Path(folder)
@@ -196,6 +209,154 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=10)
     report(result)
+    return 0
+
+
+SOURCE_BOXES = ((0.3, (34.35, 34.65, -117.65, -117.35)), (2.0, (34.2, 36.2, -117.8, -115.8)))
+
+
+def _heights(lats, lons):
+    import numpy as np
+
+    return (
+        800
+        + 600 * np.sin(np.radians(lats)[:, None] * 90) * np.cos(np.radians(lons)[None, :] * 70)
+        + 3 * np.sin(lons[None, :] * 2520 + lats[:, None] * 900)
+    ).astype(np.float32)
+
+
+def _bucket_tiles(folder: Path, boxes) -> int:
+    import numpy as np
+
+    from copernicus_server import make_cog_tile
+    from insar_pipeline.dem import copernicus
+    from insar_pipeline.dem.grid import grid_around
+    from insar_pipeline.geo import BBox
+
+    made = set()
+    for _, box in boxes:
+        for tile in copernicus.tiles_for(grid_around(BBox(*box), 1)):
+            if (tile.lat, tile.lon) in made:
+                continue
+            lats = tile.lat + 1 - np.arange(3600) / 3600
+            lons = tile.lon + np.arange(3600) / 3600
+            make_cog_tile(folder, tile.lat, tile.lon, _heights(lats, lons))
+            made.add((tile.lat, tile.lon))
+    return len(made)
+
+
+def _opentopo_source(path: Path, box) -> Path:
+    import numpy as np
+    from osgeo import gdal
+
+    south, north, west, east = box[0] - 0.05, box[1] + 0.05, box[2] - 0.05, box[3] + 0.05
+    step = 1 / 3600
+    first_lat, first_lon = round(north * 3600) / 3600, round(west * 3600) / 3600
+    width, length = round((east - west) * 3600) + 1, round((north - south) * 3600) + 1
+    dataset = gdal.GetDriverByName("GTiff").Create(
+        str(path), width, length, 1, gdal.GDT_Float32, ["COMPRESS=DEFLATE", "TILED=YES"]
+    )
+    dataset.SetGeoTransform((first_lon - step / 2, step, 0, first_lat + step / 2, 0, -step))
+    dataset.SetProjection("EPSG:4326")
+    lons = first_lon + np.arange(width) * step
+    for first in range(0, length, 512):
+        count = min(512, length - first)
+        lats = first_lat - (first + np.arange(count)) * step
+        dataset.GetRasterBand(1).WriteArray(_heights(lats, lons), 0, first)
+    dataset = None
+    return path
+
+
+def _serve(script: str, *arguments: str) -> tuple[subprocess.Popen, str]:
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / script), *arguments],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": str(REPO / "tests")},
+    )
+    return server, server.stdout.readline().strip()
+
+
+def _provision(settings, box) -> tuple[float, int, int]:
+    from insar_pipeline.dem import provision as dem
+    from test_dem_grid import make_pair
+
+    south, north, west, east = box
+    pair = make_pair("20230203_20230215", south + 0.05, north - 0.05, west + 0.05, east - 0.05)
+    downloads = []
+    start = time.perf_counter()
+    dem.provision_dems(settings, [pair], downloads.append)
+    wall = time.perf_counter() - start
+    return wall, sum(d.bytes for d in downloads), len(downloads)
+
+
+def compare_sources() -> int:
+    import json
+    import urllib.request
+
+    from osgeo import osr
+
+    from insar_pipeline.dem import copernicus
+    from insar_pipeline.dem.convert import find_geoid_grid
+    from insar_pipeline.dem.grid import grid_around
+    from insar_pipeline.geo import BBox
+    from insar_pipeline.inputs.config import Settings
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-dem-sources-") as folder:
+        work = Path(folder)
+        if find_geoid_grid("EGM2008") is None:
+            (work / "proj").mkdir()
+            standin_egm2008(work / "proj", (34.0, 36.5, -118.0, -115.5))
+            osr.SetPROJSearchPaths([str(work / "proj"), *osr.GetPROJSearchPaths()])
+            print("PROJ has no EGM2008 grid: timing with a stand-in us_nga_egm08_25.tif")
+        start = time.perf_counter()
+        count = _bucket_tiles(work / "bucket", SOURCE_BOXES)
+        print(f"{count} bucket tiles (3600^2 Float32 COG) in {time.perf_counter() - start:.1f} s")
+        sizes = sorted(path.stat().st_size for path in (work / "bucket").rglob("*.tif"))
+        print(f"  tile files {sizes[0] / 1e6:.1f} to {sizes[-1] / 1e6:.1f} MB")
+        bucket, bucket_url = _serve("copernicus_server.py", str(work / "bucket"))
+        try:
+            for side, box in SOURCE_BOXES:
+                source = _opentopo_source(work / f"source_{side}.tif", box)
+                server, url = _serve("opentopo_server.py", str(source), "--key", KEY)
+                try:
+                    roi = ",".join(map(str, box))
+                    ot = Settings(
+                        data_dir=work / f"ot_{side}", opentopo_url=url, opentopo_api_key=KEY,
+                        roi=roi,
+                    )  # fmt: skip
+                    ot_wall, ot_bytes, ot_requests = _provision(ot, box)
+                finally:
+                    server.terminate()
+                    server.wait(timeout=10)
+                with urllib.request.urlopen(f"{bucket_url}/_stats") as answer:
+                    before = json.load(answer)
+                cop = Settings(
+                    data_dir=work / f"cop_{side}", copernicus_dem_url=bucket_url, roi=roi
+                )
+                cop_wall, cop_bytes, cop_tiles = _provision(cop, box)
+                with urllib.request.urlopen(f"{bucket_url}/_stats") as answer:
+                    after = json.load(answer)
+                rows.append({
+                    "side": side, "ot_wall": ot_wall, "ot_mb": ot_bytes / 1e6,
+                    "ot_requests": ot_requests, "cop_wall": cop_wall, "cop_mb": cop_bytes / 1e6,
+                    "tiles": cop_tiles, "requests": after["requests"] - before["requests"],
+                    "sent_mb": (after["bytes"] - before["bytes"]) / 1e6,
+                    "estimate_mb": copernicus.estimate_read_bytes(grid_around(BBox(*box), 1)) / 1e6,
+                    "whole_mb": sizes[-1] * cop_tiles / 1e6,
+                })  # fmt: skip
+        finally:
+            bucket.terminate()
+            bucket.wait(timeout=10)
+    for row in rows:
+        print(f"{row['side']}° box:")
+        print("  OpenTopography    {ot_wall:6.2f} s {ot_mb:7.1f} MB in {ot_requests} request(s)"
+              .format(**row))  # fmt: skip
+        print("  Copernicus bucket {cop_wall:6.2f} s {cop_mb:7.1f} MB from {tiles} tile(s) in"
+              " {requests} HTTP requests".format(**row))  # fmt: skip
+        print("    (server sent {sent_mb:.1f} MB; plan's estimate {estimate_mb:.1f} MB;"
+              " the whole tiles ~{whole_mb:.0f} MB)".format(**row))  # fmt: skip
     return 0
 
 

@@ -340,3 +340,12 @@ def run_main(
 def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Factory: run_cli(args, cwd, env=None, timeout=60) -> CompletedProcess (text, captured)."""
     return run_main
+
+
+@pytest.fixture
+def caplog(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """pytest's caplog with the secret filter the CLI puts on every handler it makes."""
+    from insar_pipeline.logs import SecretMaskFilter
+
+    caplog.handler.addFilter(SecretMaskFilter())
+    return caplog

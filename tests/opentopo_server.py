@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import socket
 import sys
 import threading
 import time
@@ -54,6 +55,7 @@ class OpenTopoEmulator:
         self.requests: list[dict[str, str]] = []
         self.script: deque[Canned] = deque()
         self.delay_s = 0.0  # before every real (unscripted) answer: lets requests overlap
+        self.cuts = 0  # this many real answers send half their body, then drop the connection
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -93,9 +95,12 @@ class OpenTopoEmulator:
         with self._lock:
             self.requests.append(query)
             canned = self.script.popleft() if self.script else None
+        cut = False
         if canned is None:
             canned = self._real_answer(parts.path, query)
             canned.delay_s = canned.delay_s or self.delay_s
+            with self._lock:
+                cut, self.cuts = self.cuts > 0, max(0, self.cuts - 1)
         if canned.delay_s:
             time.sleep(canned.delay_s)
         try:
@@ -105,6 +110,11 @@ class OpenTopoEmulator:
                 handler.send_header(name, value)
             handler.send_header("Content-Length", str(len(canned.body)))
             handler.end_headers()
+            if cut:  # the whole length announced, half sent: a body cut mid-transfer
+                handler.wfile.write(canned.body[: len(canned.body) // 2])
+                handler.wfile.flush()
+                handler.connection.shutdown(socket.SHUT_RDWR)
+                return
             handler.wfile.write(canned.body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test)

@@ -28,8 +28,8 @@ from xml.sax.saxutils import escape
 
 import pytest
 
+from insar_pipeline import _http as orbit_http
 from insar_pipeline.inputs.config import Settings
-from insar_pipeline.orbits import http as orbit_http
 from orbit_factories import SCENE_RE, make_eof, utc
 
 # ---------------------------------------------------------------------------------------------

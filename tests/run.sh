@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up everything the tests need (idempotent, fast when present), then run pytest.
+# Set up everything the tests need (idempotent, fast when present), check lint, format and types
+# (ruff, mypy), then run pytest.
 # Usage: tests/run.sh [pytest arguments]
 set -euo pipefail
 
@@ -51,5 +52,13 @@ PY
 fi
 flock -u 9
 exec 9>&-
+
+# Lint, format and types first: a failure there is fast. INSAR_SKIP_CHECKS=1 skips them while
+# iterating on one test; CI never sets it.
+if [ "${INSAR_SKIP_CHECKS:-0}" != 1 ]; then
+    "$venv/bin/ruff" check --no-cache code tests bench
+    "$venv/bin/ruff" format --check --no-cache code tests bench
+    "$venv/bin/mypy"  # which files, how strict: pyproject.toml
+fi
 
 exec "$venv/bin/python" -m pytest "$@"

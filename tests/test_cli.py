@@ -60,7 +60,7 @@ def test_unknown_command_exits_2_naming_it(argv: list[str], tmp_path: Path) -> N
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
         "main_parallel.py: error: unknown command 'frobnicate' "
-        "(choose from run, plan, status, clean, report, pairs)"
+        "(choose from run, plan, status, clean, report, pairs, search, download, timeseries)"
     )
     assert "Traceback" not in result.stderr
 
@@ -128,7 +128,7 @@ def test_bad_env_value_exits_2_naming_the_key(tmp_path: Path) -> None:
     result = run_main(["plan"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "error: .env: POLARIZATION='xx' is invalid: must be one of vv, vh, hh, hv"
+        "error: .env: POLARIZATION='xx' is invalid: Input should be 'vv', 'vh', 'hh' or 'hv'"
     ]
 
 

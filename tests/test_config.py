@@ -69,20 +69,21 @@ BAD_VALUES = [
     ("MEMORY_TOTAL_GB", "lots", "must be a number or auto"),
     ("MEMORY_RESERVE_GB", "-2", "Input should be greater than or equal to 0"),
     ("CORES", "0", "Input should be greater than or equal to 1"),
-    ("DEM_TYPE", "SRTM", "must be one of COP30, COP90, NASADEM, SRTMGL1, SRTMGL3, AW3D30, "
-     "SRTMGL1_E, SRTMGL3_E, AW3D30_E"),
-    ("DEM_TYPE", "EU_DTM", "must be one of COP30, COP90, NASADEM, SRTMGL1, SRTMGL3, AW3D30, "
-     "SRTMGL1_E, SRTMGL3_E, AW3D30_E"),
+    ("DEM_TYPE", "SRTM", "Input should be 'COP30', 'COP90', 'NASADEM', 'SRTMGL1', 'SRTMGL3', "
+     "'AW3D30', 'SRTMGL1_E', 'SRTMGL3_E' or 'AW3D30_E'"),
+    ("DEM_TYPE", "EU_DTM", "Input should be 'COP30', 'COP90', 'NASADEM', 'SRTMGL1', 'SRTMGL3', "
+     "'AW3D30', 'SRTMGL1_E', 'SRTMGL3_E' or 'AW3D30_E'"),
     ("DEM_BUFFER_DEG", "9", "Input should be less than or equal to 5"),
     ("GEOCODE_DEM_ARCSEC", "0", "Input should be greater than or equal to 1"),
     ("SWATHS", "1,4", "must list IW swaths among 1, 2, 3 (e.g. 1,2,3)"),
     ("SWATHS", "one", "must be a whole number"),
-    ("POLARIZATION", "xx", "must be one of vv, vh, hh, hv"),
+    ("POLARIZATION", "xx", "Input should be 'vv', 'vh', 'hh' or 'hv'"),
     ("RANGE_LOOKS", "0", "Input should be greater than or equal to 1"),
     ("AZIMUTH_LOOKS", "1.5", "must be a whole number"),
     ("FILTER_STRENGTH", "2", "Input should be less than or equal to 1"),
     ("UNWRAP", "maybe", "must be true or false"),
-    ("UNWRAPPER", "foo", "must be one of snaphu_mcf, snaphu, downsample_snaphu, icu, grass"),
+    ("UNWRAPPER", "foo", "Input should be 'snaphu_mcf', 'snaphu', 'downsample_snaphu', 'icu' "
+     "or 'grass'"),
     ("IONOSPHERE", "2", "must be true or false"),
     ("MAX_RETRIES", "-1", "Input should be greater than or equal to 0"),
     ("MAX_RETRIES", "21", "Input should be less than or equal to 20"),
@@ -90,7 +91,7 @@ BAD_VALUES = [
     ("RETRY_BACKOFF_S", "3601", "Input should be less than or equal to 3600"),
     ("PHASE_TIMEOUT_MIN", "0", "Input should be greater than 0"),
     ("CLEAN", "all", "Input should be 'none', 'standard' or 'nuclear'"),
-    ("ORBIT_SOURCES", "asf,ftp", "must list sources among asf, aws, cdse"),
+    ("ORBIT_SOURCES", "asf,ftp", "Input should be 'asf', 'aws' or 'cdse'"),
     ("EXECUTOR", "slurm", "Input should be 'local' or 'dask'"),
     ("DASK_CORES", "0", "Input should be greater than or equal to 1"),
     ("DASK_MEMORY_GB", "0", "Input should be greater than 0"),
@@ -103,6 +104,18 @@ BAD_VALUES = [
     ("FRAME", "-1", "Input should be greater than or equal to 0"),
     ("INPUT_LEVEL", "slc", "Input should be 'scene' or 'burst'"),
     ("TIMESERIES", "maybe", "must be true or false"),
+    ("AOI", "1,2,3", "expected four numbers S,N,W,E, got '1,2,3'"),
+    ("AOI", "LINESTRING (0 0, 1 1)", "must be S,N,W,E or a WKT POLYGON, not a LineString"),
+    ("AOI", "POLYGON ((0 0, 1 0))", "must be S,N,W,E or a WKT POLYGON in lon/lat degrees"),
+    ("AOI", "POLYGON ((0 0, 1 1, 1 0, 0 1, 0 0))",
+     "is not a valid polygon (its edges cross); check the vertex order"),
+    ("AOI", "POLYGON ((54 200, 55 200, 55 201, 54 200))",
+     "must be in lon/lat degrees (WKT gives lon first, within ±180/±90)"),
+    ("START", "2020-13-01", "must be a date YYYY-MM-DD"),
+    ("END", "yesterday", "must be a date YYYY-MM-DD"),
+    ("FLIGHT_DIRECTION", "north", "must be ASCENDING or DESCENDING"),
+    ("PLATFORMS", "S1A,S2A", "must list platforms among S1A, S1B, S1C, S1D"),
+    ("DOWNLOAD_WORKERS", "0", "Input should be greater than or equal to 1"),
 ]  # fmt: skip
 
 
@@ -130,8 +143,8 @@ def test_every_env_key_has_a_bad_value_case_or_accepts_any_text() -> None:
         "DASK_WALLTIME", "DASK_QUEUE", "DASK_ACCOUNT", "OPENTOPO_URL", "ASF_ORBIT_URL",
         "AWS_ORBIT_URL", "CDSE_URL", "CDSE_TOKEN_URL", "CDSE_DOWNLOAD_URL", "COPERNICUS_DEM_URL",
         "CMR_HOST", "EDL_HOST", "EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD",
-        # validated where used (search, timeseries); give them BAD_VALUES cases once validated here
-        "AOI", "START", "END", "FLIGHT_DIRECTION", "PLATFORMS", "REFERENCE_LALO",
+        # validated where used (timeseries); give them BAD_VALUES cases once validated here
+        "REFERENCE_LALO",
     }  # fmt: skip
     assert set(ENV_KEYS) - free_text == {key for key, _, _ in BAD_VALUES}
 
@@ -207,3 +220,68 @@ def test_retry_backoff_reaches_the_pair_job(tmp_path: Path) -> None:
     pair = setup.pairs[0]
     job = prepare_pair(setup.settings, pair, setup.orbit_files, setup.dem, 1)
     assert job.retry_backoff_s == 0.25
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"MEMORY_TOTAL_GB": "8", "MEMORY_RESERVE_GB": "8"},
+            "environment: MEMORY_RESERVE_GB=8 leaves no memory of the MEMORY_TOTAL_GB=8: "
+            "lower MEMORY_RESERVE_GB",
+        ),
+        (
+            {"EXECUTOR": "dask", "DASK_SCHEDULER": "my cluster"},
+            "environment: DASK_SCHEDULER='my cluster' is not understood: use local, slurm, pbs, "
+            "sge, a scheduler address such as tcp://host:8786, or a scheduler file "
+            "(scheduler.json)",
+        ),
+        (
+            {"EXECUTOR": "dask", "DASK_SCHEDULER": "slurm", "DASK_WALLTIME": "two hours"},
+            "environment: DASK_WALLTIME='two hours' is invalid: use HH:MM:SS (or D-HH:MM:SS)",
+        ),
+        (
+            {"EXECUTOR": "dask", "DASK_SCHEDULER": "pbs", "DASK_MEMORY_GB": "2"},
+            "environment: DASK_MEMORY_GB=2 leaves no memory for pairs after "
+            "MEMORY_RESERVE_GB=2: request more memory per job",
+        ),
+    ],
+)
+def test_keys_checked_together_name_each_key(values: dict[str, str], message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        load_settings({"env_file": REPO / ".env.example"}, values)
+    assert str(caught.value) == message
+
+
+def test_dask_keys_are_not_checked_for_the_local_executor() -> None:
+    settings = load_settings({"env_file": REPO / ".env.example"}, {"DASK_SCHEDULER": "my cluster"})
+    assert settings.executor == "local"
+
+
+def test_orbit_sources_are_lowered_and_deduplicated() -> None:
+    settings = load_settings({"env_file": REPO / ".env.example"}, {"ORBIT_SOURCES": "AWS asf,aws"})
+    assert settings.orbit_sources == ("aws", "asf")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"AOI": "54.1, 54.4, -121, -120.5"}, {"aoi": "POLYGON ((-120.5 54.1, -120.5 54.4, "
+                                                      "-121 54.4, -121 54.1, -120.5 54.1))"}),
+        ({"START": "2020-01-05", "END": "2020-03-01T00:00:00"},
+         {"start": "2020-01-05", "end": "2020-03-01"}),
+        ({"FLIGHT_DIRECTION": "desc"}, {"flight_direction": "DESCENDING"}),
+        ({"FLIGHT_DIRECTION": "A"}, {"flight_direction": "ASCENDING"}),
+        ({"PLATFORMS": "s1a s1c"}, {"platforms": ("S1A", "S1C")}),
+    ],
+)  # fmt: skip
+def test_search_settings_are_normalized(values: dict, expected: dict) -> None:
+    settings = load_settings({"env_file": REPO / ".env.example"}, values)
+    assert {name: getattr(settings, name) for name in expected} == expected
+
+
+def test_end_before_start_is_refused() -> None:
+    with pytest.raises(InputError, match=r"END='2020-01-01' is invalid: must not be before START"):
+        load_settings(
+            {"env_file": REPO / ".env.example"}, {"START": "2021-01-01", "END": "2020-01-01"}
+        )

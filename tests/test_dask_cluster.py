@@ -11,6 +11,7 @@ import dask
 import dask_jobqueue  # noqa: F401  (loads jobqueue's config defaults before tests override them)
 import pytest
 from distributed import Client
+from pydantic import ValidationError
 
 from dask_workers import external_worker, scheduler_only
 from insar_pipeline.errors import InputError
@@ -90,8 +91,9 @@ def test_jobqueue_plan_keeps_the_reserve_and_shares_cores(tmp_path):
     ],
 )
 def test_bad_cluster_settings_name_the_key(tmp_path, fields, key):
-    with pytest.raises(InputError, match=key):
-        plan_cluster(settings_for(tmp_path, **fields), 1, 10.0)
+    # Checked together when the settings are made (a model validator), before any provisioning.
+    with pytest.raises(ValidationError, match=key):
+        settings_for(tmp_path, **fields)
 
 
 @pytest.fixture

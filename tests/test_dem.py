@@ -16,6 +16,7 @@ from dem_fixtures import (  # noqa: F401  (the `source` and `server` fixtures)
     server_fixture,
     source_fixture,
 )
+from insar_pipeline import _http as http
 from insar_pipeline.dem import convert as dem_convert
 from insar_pipeline.dem import fetch as dem_fetch
 from insar_pipeline.dem import grid as dem_grid
@@ -40,8 +41,8 @@ needs_egm96 = pytest.mark.skipif(
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
-    monkeypatch.setattr(dem_fetch, "BACKOFF_BASE_S", 0.01)
-    monkeypatch.setattr(dem_fetch, "READ_TIMEOUT_S", 5.0)
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(http, "SLOW_READ_TIMEOUT_S", 5.0)
 
 
 def settings_for(server: OpenTopoEmulator, data: Path, **changes) -> Settings:
@@ -227,7 +228,7 @@ def test_an_interrupted_dem_is_not_cached_and_its_tiles_are_not_downloaded_twice
     with pytest.raises(KeyboardInterrupt):
         dem.provision_dems(settings, [PAIR])
     monkeypatch.undo()
-    monkeypatch.setattr(dem_fetch, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.01)
     [plan] = dem.plan_dems(settings, [PAIR])
     assert not plan.cached
     path = dem.provision_dems(settings, [PAIR])[PAIR.id]
@@ -300,7 +301,7 @@ def test_geocoding_dem_is_the_block_mean_at_the_asked_posting(server, tmp_path):
 
 def _provision_in_child(settings_json: str, queue) -> None:
     settings = Settings.model_validate_json(settings_json)
-    dem_fetch.BACKOFF_BASE_S = 0.01
+    http.BACKOFF_BASE_S = 0.01
     queue.put(str(dem.provision_dems(settings, [PAIR])[PAIR.id]))
 
 

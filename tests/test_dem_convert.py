@@ -22,8 +22,8 @@ import pytest
 from osgeo import gdal, osr
 
 from dem_fixtures import KEY
+from insar_pipeline import _http as http
 from insar_pipeline.dem import convert as dem_convert
-from insar_pipeline.dem import fetch as dem_fetch
 from insar_pipeline.dem import provision as dem
 from insar_pipeline.dem.grid import DemGrid
 from insar_pipeline.errors import ProvisioningError
@@ -55,7 +55,7 @@ def proj_paths():
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
-    monkeypatch.setattr(dem_fetch, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.01)
 
 
 def real(path: Path) -> np.ndarray:

@@ -15,10 +15,11 @@ from dem_fixtures import (  # noqa: F401  (the `source` and `server` fixtures)
     server_fixture,
     source_fixture,
 )
-from insar_pipeline.dem import fetch as dem_fetch
-from insar_pipeline.dem.fetch import fetch_tile, mask_url, tile_url
+from insar_pipeline import _http as http
+from insar_pipeline.dem.fetch import fetch_tile, tile_url
 from insar_pipeline.errors import CredentialError, ProvisioningError, ServiceError
 from insar_pipeline.geo import BBox
+from insar_pipeline.logs import mask_secrets
 from opentopo_server import Canned, OpenTopoEmulator
 
 TILE = BBox(34.0, 34.05, -118.05, -118.0)
@@ -26,9 +27,9 @@ TILE = BBox(34.0, 34.05, -118.05, -118.0)
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
-    monkeypatch.setattr(dem_fetch, "BACKOFF_BASE_S", 0.01)
-    monkeypatch.setattr(dem_fetch, "READ_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(dem_fetch, "CONNECT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(http, "SLOW_READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(http, "CONNECT_TIMEOUT_S", 0.5)
 
 
 def fetch(server: OpenTopoEmulator, tmp_path: Path, key: str = KEY, dem_type: str = "COP30"):
@@ -58,10 +59,10 @@ def test_transient_statuses_are_retried(server, tmp_path, status):
 
 
 def test_retries_give_up_with_a_service_error(server, tmp_path):
-    server.script.extend([Canned(503, b"down")] * dem_fetch.MAX_ATTEMPTS)
-    with pytest.raises(ServiceError, match="failed 4 times") as caught:
+    server.script.extend([Canned(503, b"down")] * http.MAX_ATTEMPTS)
+    with pytest.raises(ServiceError, match="gave up after 4 attempts") as caught:
         fetch(server, tmp_path)
-    assert len(server.requests) == dem_fetch.MAX_ATTEMPTS
+    assert len(server.requests) == http.MAX_ATTEMPTS
     assert KEY not in str(caught.value)
     assert not list(tmp_path.iterdir())
 
@@ -181,10 +182,10 @@ def test_the_key_never_reaches_a_log_line(server, tmp_path, caplog):
     assert all(KEY not in path.name for path in tmp_path.rglob("*"))
 
 
-def test_mask_url_masks_the_parameter_and_the_literal_secret():
+def test_mask_secrets_masks_the_parameter_and_the_literal_secret():
     url = "https://portal.opentopography.org/API/globaldem?demtype=COP30&API_Key=abc123&south=1"
-    assert mask_url(url) == url.replace("abc123", "***")
-    assert mask_url("key abc123 refused", "abc123") == "key *** refused"
-    assert mask_url(
+    assert mask_secrets(url) == url.replace("abc123", "***")
+    assert mask_secrets("key abc123 refused", "abc123") == "key *** refused"
+    assert mask_secrets(
         str(requests.ConnectionError(f"Max retries exceeded with url: /x?API_Key={KEY}"))
     ) == ("Max retries exceeded with url: /x?API_Key=***")

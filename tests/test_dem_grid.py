@@ -145,7 +145,7 @@ def test_overlapping_pairs_share_a_region_and_continents_get_their_own():
 
 
 def test_region_boxes_are_buffered_and_rounded(tmp_path):
-    settings = Settings(data_dir=tmp_path, dem_buffer_deg=0.25)
+    settings = Settings(data_dir=tmp_path, dem_buffer_deg=0.25, dem_source="opentopography")
     pair = make_pair("20230101_20230113", 37.0, 38.5, -118.5, -115.5, shift=0.3)
     [(box, ids)] = dem_boxes(settings, [pair])
     assert ids == ("20230101_20230113",)
@@ -236,3 +236,75 @@ def test_settings_accept_exactly_the_supported_dem_types():
     from insar_pipeline.inputs.config import DEM_TYPES
 
     assert DEM_TYPES == tuple(DEM_SPECS)
+
+
+def quadratic_region_groups(pairs: list[Pair]) -> list[tuple[BBox, tuple[str, ...]]]:
+    """The rule `region_groups` had before issue #17: every pair tested against every other."""
+    from insar_pipeline.dem.grid import pair_box
+
+    boxes = [pair_box(pair) for pair in pairs]
+    parent = list(range(len(pairs)))
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            index = parent[index]
+        return index
+
+    for i in range(len(pairs)):
+        for j in range(i + 1, len(pairs)):
+            if boxes[i].intersects(boxes[j]):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for index in range(len(pairs)):
+        groups.setdefault(root(index), []).append(index)
+    result = []
+    for members in groups.values():
+        union = boxes[members[0]]
+        for index in members[1:]:
+            union = union.union(boxes[index])
+        result.append((union, tuple(pairs[index].id for index in members)))
+    return result
+
+
+def random_pairs(seed: int, count: int) -> list[Pair]:
+    """Pairs over random boxes: snapped to a coarse grid (so edges touch and boxes repeat),
+    of mixed sizes (a few huge ones), the secondary sometimes shifted."""
+    import random
+
+    rng = random.Random(seed)
+    snap = rng.choice((0.5, 0.25, 0.1, 0.001))
+    spread = rng.choice((3.0, 10.0, 40.0))
+    pairs = []
+    for index in range(count):
+        size = rng.choice((0.2, 1.0, 2.5)) if rng.random() > 0.03 else rng.uniform(10, 30)
+        south = round(rng.uniform(-spread, spread) / snap) * snap
+        west = round(rng.uniform(-spread, spread) / snap) * snap
+        height = max(snap, round(size * rng.uniform(0.3, 1.0) / snap) * snap)
+        width = max(snap, round(size * rng.uniform(0.3, 1.0) / snap) * snap)
+        shift = rng.choice((0.0, 0.0, snap, -snap))
+        pairs.append(
+            make_pair(f"p{index:04d}", south, south + height, west, west + width, index, shift)
+        )
+    return pairs
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_region_groups_are_those_of_the_all_pairs_rule(seed):
+    pairs = random_pairs(seed, 30 + seed * 7)
+    assert region_groups(pairs) == quadratic_region_groups(pairs)
+
+
+def test_region_groups_of_one_frame_with_many_footprints_is_one_group():
+    # 2,000 slightly different footprints of one frame and a frame beside it that touches it
+    # only along an edge (not an overlap), then a chain link between them.
+    pairs = [
+        make_pair(f"a{i}", 51.0 + (i % 13) * 0.001, 52.6, -126.0 + (i % 7) * 0.001, -123.6, i)
+        for i in range(2000)
+    ]
+    pairs += [make_pair(f"b{i}", 51.0, 52.6, -123.6, -121.0 - (i % 5) * 0.001) for i in range(500)]
+    groups = region_groups(pairs)
+    assert [len(ids) for _, ids in groups] == [2000, 500]
+    sample = pairs[:300] + pairs[2000:2300]
+    assert region_groups(sample) == quadratic_region_groups(sample)
+    pairs.append(make_pair("link", 51.5, 51.6, -123.7, -123.5))
+    assert [len(ids) for _, ids in region_groups(pairs)] == [2501]

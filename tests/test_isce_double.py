@@ -191,6 +191,45 @@ def test_no_burst_overlap_is_reported_with_exit_0(setup, run_dir):
     assert "No swaths contain any burst overlaps" in done.stdout
 
 
+@pytest.mark.parametrize(
+    "shift, code, message",
+    [
+        ("20250418=3", 1, "Exception: Could not determine a suitable burst offset"),
+        ("20250418:IW2=2", 0, "No common bursts found for swath 2"),
+    ],
+)
+def test_dates_that_do_not_share_bursts_fail_as_compute_baselines_does(
+    setup, run_dir, shift, code, message
+):
+    done = topsapp(setup, run_dir, "topsApp.xml", *PREPROCESS, burst_shift=shift)
+    assert done.returncode == code and message in done.stdout + done.stderr
+    if code:
+        assert done.stderr.rstrip().splitlines()[-1] == message  # a traceback's last line
+    else:
+        assert "No common bursts found for swath 1" not in done.stdout
+
+
+@pytest.mark.parametrize("esd, code", [("true", 1), ("false", 0)])
+def test_incoherent_overlaps_fail_esd_only_with_esd_on(tmp_path, esd, code):
+    setup = make_pair_setup(tmp_path, esd=esd)
+    run_dir = setup.prepare().run_dir
+    assert topsapp(setup, run_dir, "topsApp.xml", "--end=topo").returncode == 0
+    done = topsapp(
+        setup,
+        run_dir,
+        "topsApp.xml",
+        "--start=subsetoverlaps",
+        "--end=fineresamp",
+        overlap_coherence=0.5,
+    )
+    assert done.returncode == code
+    esd_error = (
+        "Exception: Coherence threshold too strict. No points left for reliable ESD estimate"
+    )
+    assert ((done.stderr.rstrip().splitlines() or [""])[-1] == esd_error) == bool(code)
+    assert (run_dir / "PICKLE" / "fineresamp.xml").is_file() == (not code)
+
+
 # -- products --------------------------------------------------------------------------------
 def test_geometry_depends_only_on_the_geometry_key(tmp_path):
     setup = make_pair_setup(tmp_path, n_pairs=2)

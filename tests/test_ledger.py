@@ -17,6 +17,7 @@ import pytest
 from batch_factory import pair_result
 from insar_pipeline.errors import InputError
 from insar_pipeline.ledger import schema as ledger_schema
+from insar_pipeline.ledger.reconcile import reconcile
 from insar_pipeline.ledger.schema import SCHEMA_VERSION
 from insar_pipeline.ledger.store import Ledger
 from insar_pipeline.pair.job import PhaseEvent
@@ -194,7 +195,7 @@ def test_reconcile_repairs_the_ledger_from_checkpoints(ledger, caplog):
     ledger.set_pair(second, status="done", phases_done=PHASES)
     # The checkpoints say: geometry did finish (the kill came before its end was recorded),
     # and second's geocode checkpoint is missing.
-    warnings = ledger.reconcile({first: PHASES[:2], second: PHASES[:5]}, PHASES)
+    warnings = reconcile(ledger, {first: PHASES[:2], second: PHASES[:5]}, PHASES)
     rows = {row.pair_id: row for row in ledger.pairs()}
     assert rows[first].status == "pending" and rows[first].phases_done == PHASES[:2]
     assert rows[second].status == "pending" and rows[second].phases_done == PHASES[:5]
@@ -209,10 +210,10 @@ def test_reconcile_repairs_the_ledger_from_checkpoints(ledger, caplog):
     )
     assert "ledger repaired from checkpoints" in caplog.text
     # Complete checkpoints make a pair done even if the ledger never heard of its end.
-    ledger.reconcile({first: PHASES}, PHASES)
+    reconcile(ledger, {first: PHASES}, PHASES)
     assert {row.pair_id: row.status for row in ledger.pairs()}[first] == "done"
     # Agreement: no warning.
-    assert ledger.reconcile({first: PHASES, second: PHASES[:5]}, PHASES) == []
+    assert reconcile(ledger, {first: PHASES, second: PHASES[:5]}, PHASES) == []
 
 
 def test_reader_sees_committed_state_while_a_writer_is_busy(ledger, tmp_path):

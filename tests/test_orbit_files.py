@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from lxml import etree
 
-from insar_pipeline.orbits import http as orbit_http
+from insar_pipeline import _http as orbit_http
 from insar_pipeline.orbits.cdse import odata_filter, parse_odata
 from insar_pipeline.orbits.files import (
     START_MARGIN,
@@ -316,3 +316,37 @@ def test_backoff_grows_is_capped_and_honours_retry_after(monkeypatch: pytest.Mon
 def test_scene_factory_matches_product_fields() -> None:
     product = scene("S1C", "20250406T022008")
     assert (product.mission, product.start, product.stop) == ("S1C", START, STOP)
+
+
+def test_the_cache_looks_up_a_scene_among_nearby_files_only(tmp_path: Path) -> None:
+    """The cache's bisection gives `select_orbit` the same answer as a scan of every file."""
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from insar_pipeline.orbits.cache import OrbitCache
+    from orbit_factories import poeorb_name, resorb_name
+
+    rng = random.Random(17)
+    first = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    for _ in range(300):
+        day = first + timedelta(days=rng.randrange(120))
+        mission = rng.choice(("S1A", "S1C"))
+        if rng.random() < 0.5:
+            name = poeorb_name(mission, f"{day:%Y%m%d}", version=rng.randrange(2))
+        else:
+            start = day + timedelta(minutes=rng.randrange(24 * 60))
+            name = resorb_name(mission, f"{start:%Y%m%dT%H%M%S}", rng.choice((60, 197, 600)))
+        (tmp_path / name).write_text("")
+    cache = OrbitCache(tmp_path)
+    every = cache.files()
+    answers = set()
+    for _ in range(400):
+        start = first + timedelta(minutes=rng.randrange(125 * 24 * 60))
+        scene = SimpleNamespace(mission=rng.choice(("S1A", "S1C")), start=start)
+        stop = start + timedelta(seconds=27)
+        nearby = cache._around(scene.mission, scene.start)
+        assert len(nearby) < len(every) / 4
+        best = select_orbit(nearby, scene.mission, start, stop)
+        assert best == select_orbit(every, scene.mission, start, stop)
+        answers.add(best is None)
+    assert answers == {True, False}  # scenes with and without a covering file

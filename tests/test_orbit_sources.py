@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from insar_pipeline import _http as orbit_http
 from insar_pipeline.download import Download
 from insar_pipeline.errors import CredentialError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.safe import Product
-from insar_pipeline.orbits import http as orbit_http
 from insar_pipeline.orbits.provision import OrbitProvision, provision_orbits
 from orbit_factories import poeorb_name, resorb_name, scene
 from orbit_server import (

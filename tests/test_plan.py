@@ -56,16 +56,18 @@ def test_plan_prints_pairs_scenes_swaths_and_phases(project: Path) -> None:
     second = out.index("20250418_20250430  (pairs.txt:3, relative orbit 108, 12 days)")
     assert out[second + 4] == f"  secondary  {later}"
     assert out[second + 7] == "  swaths     IW1 IW2"
-    # Both pairs overlap: one DEM for the region, to be downloaded, and no key to do it with.
+    # Both pairs overlap: one DEM for the region, to be read from the open Copernicus bucket
+    # (no OpenTopography key: DEM_SOURCE=auto needs none), 4 x 6 tiles' windows.
     dem_lines = out[out.index("DEM: 1 DEM") + 1 :]
     assert dem_lines[0].startswith("  demLat_N50_N54_Lon_W131_W125_COP30.dem.wgs84  box ")
-    assert dem_lines[0].endswith("download in 1 request  for 2 pairs")
-    assert dem_lines[1].startswith("warning: the DEM demLat_N50_N54_Lon_W131_W125_COP30.dem.wgs84")
-    assert "set OPENTOPO_API_KEY in .env" in dem_lines[1]
-    assert dem_lines[3] == (
+    assert "read from the Copernicus bucket: windows of 24 tile(s), about " in dem_lines[0]
+    assert dem_lines[0].endswith(" MB  for 2 pairs")
+    assert not any("OPENTOPO_API_KEY" in line for line in dem_lines)
+    # (a warning line about the EGM2008 grid comes before it where PROJ lacks that grid)
+    assert (
         "geometry: topo runs at most 2 times for 2 pairs: pairs sharing a reference reuse its"
         " geometry"
-    )
+    ) in dem_lines[1:5]
     assert (
         out[-1] == "`run` would run 12 phases for 2 pairs (0 already done). Nothing was downloaded."
     )

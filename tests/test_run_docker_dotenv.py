@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
+
 from run_docker_harness import FAKES, Project, parse_run, script_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ TRICKY_LINES = [
     "= no key",
     "# a comment line",
     "",
-    '\ufeffA = bom',
+    "\ufeffA = bom",
     'A = "multi\nline"',
     "A = ${HOME_FOR_TEST}/sub",
     "A = ${UNSET_FOR_TEST:-fallback}",

@@ -390,8 +390,10 @@ def test_twelve_pairs_against_the_double_with_faults(tmp_path, monkeypatch):
     document = collect_status(batch.data / "runs")
     assert document["totals"] == {"pairs": 12, "done": 10, "failed": 2, "running": 0, "pending": 0}
     page = (batch.data / "runs" / "report.html").read_text()
-    assert page.count("src='data:image/png;base64,") == 30  # 3 quicklooks per done pair
-    assert ids[10] in page[page.index("<h2>Failures</h2>") : page.index("<h2>Quicklooks</h2>")]
+    # 3 quicklooks per done pair, rendered by the worker threads, linked as lazy image files.
+    assert page.count("<img loading='lazy'") == 30
+    assert len(list((batch.data / "runs").glob("*/quicklooks/*.png"))) == 30
+    assert ids[10] in page[page.index("<h2>Failures</h2>") : page.index("<h2>Pairs</h2>")]
 
 
 def test_run_with_orbits_and_dem_from_loopback_services(tmp_path):
@@ -429,3 +431,19 @@ def test_run_with_orbits_and_dem_from_loopback_services(tmp_path):
         shutil.rmtree(settings.run_dir(batch.pair_ids[0]))  # work again, with everything cached
         assert run_pipeline(settings).exit_code == 0
         assert orbits.count() == 0 and len(opentopo.requests) == requests_before
+
+
+def test_the_end_of_run_table_of_a_large_batch_lists_the_pairs_to_look_at(
+    batch4, capsys, monkeypatch
+):
+    import insar_pipeline.run.coordinator as coordinator
+
+    monkeypatch.setattr(coordinator, "SUMMARY_TABLE_MAX", 2)
+    fatal = batch4.pair_ids[1]
+    summary = run_with(settings_for(batch4), FakeRunner(faults={fatal: "fatal"}))
+    assert summary.exit_code == 1
+    table = capsys.readouterr().out
+    listed = [line.split()[0] for line in table.splitlines()[1:] if line[:4].isdigit()]
+    assert listed == [fatal]  # the failed pair; the three done ones are counted, not listed
+    assert "(3 more pairs not listed: `status --all` lists them)" in table
+    assert "3 done, 1 failed, 0 pending of 4 pairs" in table

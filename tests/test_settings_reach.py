@@ -29,13 +29,14 @@ import pytest
 
 from batch_factory import FIRST_DATE, FOOTPRINT, REPEAT
 from conftest import make_data_folder, make_safe_product
+from insar_pipeline._http import HttpClient
+from insar_pipeline.dem import copernicus
 from insar_pipeline.dem.fetch import tile_url
 from insar_pipeline.dem.provision import geocode_dem_path, plan_dems
 from insar_pipeline.errors import PipelineError
 from insar_pipeline.inputs.config import ENV_KEYS, Settings
 from insar_pipeline.inputs.pairs import load_pairs
 from insar_pipeline.orbits.cdse import CdseSource
-from insar_pipeline.orbits.http import HttpClient
 from insar_pipeline.orbits.provision import describe_orbit_plan
 from insar_pipeline.orbits.sources import AsfSource, AwsSource
 from insar_pipeline.pair.prepare import pair_xml, prepare_pair
@@ -113,11 +114,13 @@ REACH: dict[str, Reach | Owned] = {
         why="the download of an orbit the CDSE search found: a search must answer first, "
         "which tests/test_orbits.py does against the loopback CDSE server (orbit_server.py)",
     ),
+    "DEM_SOURCE": Reach("plan", "copernicus", why="where plan says the DEM comes from"),
+    "COPERNICUS_DEM_URL": Reach(
+        "request", "/cop2", base=(("dem_source", "copernicus"),), why="each bucket tile read"
+    ),
     # Owned by other engineers this round.
     "ESD": Owned(12, "topsApp's `do ESD` and the auto fallback: the ESD helper's"),
     "ESD_COHERENCE_THRESHOLD": Owned(12, "topsApp's `ESD coherence threshold`: the ESD helper's"),
-    "DEM_SOURCE": Owned(16, "the DEM source choice (OpenTopography or Copernicus)"),
-    "COPERNICUS_DEM_URL": Owned(16, "the open Copernicus DEM bucket's requests"),
     "AOI": Owned(14, "the scene search request"),
     "START": Owned(14, "the scene search request"),
     "END": Owned(14, "the scene search request"),
@@ -287,6 +290,10 @@ def seen_in_requests(settings: Settings, loopback: Any) -> Any:
     key = settings.opentopo_api_key.get_secret_value() if settings.opentopo_api_key else ""
     tiles = [
         tile_url(settings.opentopo_url, settings.dem_type, tile, key)
+        if plan.source == "opentopography"
+        else copernicus.BucketTile(round(tile.south), round(tile.west), 0).url(
+            settings.copernicus_dem_url
+        )
         for plan in plan_dems(settings, [pair])
         for tile in plan.tiles
     ]

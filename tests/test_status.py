@@ -31,6 +31,8 @@ PAIR_KEYS = {
     "error",
     "cleaned_bytes",
     "geometry_from",
+    "without_esd",
+    "note",
 }
 
 
@@ -159,3 +161,62 @@ def test_status_command_prints_json_and_table(runs, capsys):
     header = table.splitlines()[0].split()
     assert header == ["pair", "state", "phase", "attempts", "wall", "error"]
     assert "20250430_20250512  pending" in table
+
+
+def big_ledger(runs, count: int) -> list[str]:
+    """A ledger of `count` pairs: every 10th failed, the 5th running, the rest done."""
+    ids = [f"2025{index:06d}" for index in range(count)]
+    ledger = Ledger.open_writer(runs)
+    ledger.register_pairs([(pair, "R", "S", n + 1) for n, pair in enumerate(ids)], 6)
+    run_id = ledger.start_run(
+        workers=2, omp_threads=1, budget_gb=8.0, pairs_total=count, executor="local"
+    )
+    for index, pair in enumerate(ids):
+        if index == 5:
+            ledger.record_event(run_id, PhaseEvent(pair, "preprocess", 1, "start", 100.0))
+        elif index % 10 == 0:
+            ledger.record_result(run_id, result(pair, "failed", error=f"boom {index}"))
+        else:
+            ledger.record_result(run_id, result(pair, "done", phases_done=("preprocess",)))
+    ledger.close()
+    return ids
+
+
+def test_status_of_a_large_batch_lists_running_and_failed_pairs_only(tmp_path, monkeypatch):
+    import insar_pipeline.ledger.store as store
+    import insar_pipeline.report.status as status
+
+    runs = tmp_path / "runs"
+    ids = big_ledger(runs, 60)
+    monkeypatch.setattr(status, "FULL_TABLE_MAX", 20)
+    monkeypatch.setattr(status, "FAILED_SHOWN", 4)
+    built = []
+    real_row = store._pair_row
+    monkeypatch.setattr(store, "_pair_row", lambda row: built.append(row[0]) or real_row(row))
+    with RunLock(runs):
+        document = status.status_document(runs)
+    # The totals come from one aggregate; rows are built only for what is printed.
+    assert document["totals"] == {"pairs": 60, "done": 53, "failed": 6, "running": 1, "pending": 0}
+    assert [entry["pair"] for entry in document["pairs"]] == [ids[5], *ids[0:40:10]]
+    assert sorted(built) == sorted(entry["pair"] for entry in document["pairs"])
+    text = render_status(document)
+    assert "not listed: 53 done, 2 failed (`status --all`" in text
+    assert "53 done, 6 failed, 1 running, 0 pending of 60 pairs" in text
+    assert ids[1] not in text and "boom 30" in text and "boom 40" not in text
+    every = status.status_document(runs, every_pair=True)
+    assert [entry["pair"] for entry in every["pairs"]] == ids
+    assert "not listed" not in render_status(every)
+
+
+def test_status_json_is_streamed_and_holds_every_pair(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    ids = big_ledger(runs, 250)
+    settings = Settings(data_dir=tmp_path)
+    assert status_command(settings, argparse.Namespace(json=True, all=False)) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [entry["pair"] for entry in document["pairs"]] == ids
+    assert document == collect_status(runs)
+    assert document["totals"]["pending"] == 1  # the running pair: no run holds the lock
+    assert status_command(settings, argparse.Namespace(json=False, all=False)) == 0
+    table = capsys.readouterr().out
+    assert len(table.splitlines()) < 60 and "not listed: 224 done, 1 pending" in table

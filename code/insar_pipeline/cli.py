@@ -9,8 +9,9 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from insar_pipeline import __version__
 from insar_pipeline.errors import (
@@ -21,6 +22,11 @@ from insar_pipeline.errors import (
     PipelineError,
 )
 
+if TYPE_CHECKING:
+    from insar_pipeline.inputs.config import Settings
+
+Command: TypeAlias = "Callable[[Settings, argparse.Namespace], int]"
+
 log = logging.getLogger(__name__)
 
 # command -> (module, function); each function is `(settings, args) -> exit code`.
@@ -30,7 +36,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("report.status", "status_command", "per-pair state from the ledger"),
     "clean": ("topsapp.clean", "clean_command", "apply a cleaning level to finished pairs"),
     "report": ("report.html", "report_command", "(re)write data/runs/report.html and quicklooks"),
-    "pairs": ("inputs.network", "pairs_command", "write a small-baseline pairs.txt from data/raw"),
+    "pairs": ("acquire.commands", "pairs_command", "write a small-baseline pairs.txt"),
+    "search": ("acquire.commands", "search_command", "print what `download` would fetch"),
+    "download": ("acquire.commands", "download_command", "fetch what `search` finds"),
+    "timeseries": (
+        "timeseries.command",
+        "timeseries_command",
+        "MintPy stack per track from the finished pairs, and MintPy's velocity",
+    ),
 }
 
 
@@ -64,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_command_options(name: str, sub: argparse.ArgumentParser) -> None:
     if name == "status":
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.add_argument("--all", action="store_true", help="list every pair (large batches)")
+    elif name == "report":
+        sub.add_argument(
+            "--render", action="store_true", help="draw the quicklooks finished pairs lack"
+        )
     elif name == "clean":
         sub.add_argument("--level", choices=("none", "standard", "nuclear"), help="default: CLEAN")
         sub.add_argument("pair_ids", nargs="*", metavar="PAIR", help="pairs to clean (default all)")
@@ -72,6 +90,11 @@ def _add_command_options(name: str, sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--neighbours", type=int, default=3, help="later dates paired with each")
         sub.add_argument("--output", metavar="FILE", help="where to write (default: --pairs)")
         sub.add_argument("--force", action="store_true", help="overwrite an existing file")
+    if name in ("pairs", "search"):
+        if name == "search":
+            sub.add_argument("--max-days", type=int, default=48, help="longest temporal baseline")
+            sub.add_argument("--neighbours", type=int, default=3, help="later dates per date")
+        sub.add_argument("--max-bperp", type=float, help="longest perpendicular baseline, m")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,7 +168,7 @@ def _asks_help(argv: Sequence[str]) -> bool:
     return any(arg in ("-h", "--help", "--version") for arg in argv)
 
 
-def _settings_from(args: argparse.Namespace):
+def _settings_from(args: argparse.Namespace) -> Settings:
     from insar_pipeline.inputs.config import load_settings
 
     only = getattr(args, "only", None)
@@ -157,7 +180,7 @@ def _settings_from(args: argparse.Namespace):
     return load_settings(cli)
 
 
-def _secrets_of(settings) -> list[str]:
+def _secrets_of(settings: Settings) -> list[str]:
     secrets = [
         settings.opentopo_api_key,
         settings.cdse_password,
@@ -167,7 +190,7 @@ def _secrets_of(settings) -> list[str]:
     return [secret.get_secret_value() for secret in secrets if secret is not None]
 
 
-def _load_command(module_name: str, function_name: str):
+def _load_command(module_name: str, function_name: str) -> Command:
     try:
         module = importlib.import_module(f".{module_name}", __package__)
     except ModuleNotFoundError as err:

@@ -1,4 +1,9 @@
-"""The pipeline's exceptions; `cli` maps each family to an exit code (SPEC.md section 3)."""
+"""The pipeline's exceptions; `cli` maps each family to an exit code (SPEC.md section 3).
+
+A failed topsApp phase is not an exception: the phase judge (`topsapp/checks.py`) returns a
+`Verdict(ok, transient, reason)` that the pair runner's retry loop reads (transient: retried
+while attempts remain; fatal: the pair fails), and that events and results carry to the ledger.
+"""
 
 from __future__ import annotations
 
@@ -39,18 +44,6 @@ class RunLockedError(PipelineError):
     """Another `run` holds the data folder's lock."""
 
     exit_code = EXIT_BAD_INPUT
-
-
-class TopsAppError(PipelineError):
-    """A topsApp phase failed."""
-
-
-class TransientTopsAppError(TopsAppError):
-    """A failure a retry may fix: killed by a signal, out of memory, I/O error, time-out."""
-
-
-class FatalTopsAppError(TopsAppError):
-    """A failure a retry cannot fix: bad configuration, missing inputs, silent ISCE failure."""
 
 
 class InternalError(PipelineError):

@@ -14,13 +14,13 @@ edge; we reproduce that rather than "fix" it, since ISCE rewrites the VRT its ow
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from lxml import etree
+
+from insar_pipeline._io import write_bytes
 
 DATA_TYPES = {"FLOAT": ("Float32", 4), "SHORT": ("Int16", 2)}
 _DOCS = {
@@ -146,23 +146,8 @@ def write_sidecars(raster: Path, image: IsceDemImage) -> None:
     """Write `<raster>.vrt` then `<raster>.xml`, each atomically; the XML last marks completion."""
     if image.byte_order != "l" or sys.byteorder != "little":
         raise ValueError("only little-endian rasters are written")
-    atomic_write(raster.with_name(raster.name + ".vrt"), render_vrt(raster, image))
-    atomic_write(raster.with_name(raster.name + ".xml"), render_xml(raster, image))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file through a temporary one in the same folder and os.replace."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        Path(temporary).chmod(0o644)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_bytes(raster.with_name(raster.name + ".vrt"), render_vrt(raster, image))
+    write_bytes(raster.with_name(raster.name + ".xml"), render_xml(raster, image))
 
 
 @dataclass(frozen=True)

@@ -8,29 +8,37 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
 _MASK = "***"
+# A key in a query string (OpenTopography's API_Key=...) reaches urllib3's request log lines.
+_SECRET_PARAMETER = re.compile(r"((?:api_key|apikey|access_token|password)=)[^&\s'\"]*", re.I)
 _secrets: list[str] = []
 
 
 class SecretMaskFilter(logging.Filter):
-    """Replaces every known secret value in a record's final message (defence in depth)."""
+    """Masks secrets in a record's final message: the one filter, on every handler the CLI makes.
+
+    Known secrets (the settings' keys and passwords) and any key in a URL's query string;
+    installed by `configure_logging` and `attach_pipeline_log`, never on import.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
-            message = record.getMessage()
-            masked = mask_secrets(message)
-            if masked != message:
-                record.msg, record.args = masked, None
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, None
         return True
 
 
-def mask_secrets(text: str) -> str:
-    for secret in _secrets:
+def mask_secrets(text: str, *extra: str | None) -> str:
+    """`text` with every known secret, every `extra` one and every key in a URL's query masked."""
+    text = _SECRET_PARAMETER.sub(rf"\1{_MASK}", text)
+    for secret in (*_secrets, *(value for value in extra if value)):
         text = text.replace(secret, _MASK)
     return text
 

@@ -77,6 +77,8 @@ prepesd = _esd_step(
 
 
 def esd(ctx: Context) -> None:
+    """runESD.py: the combined overlaps, then the azimuth misregistration from the overlap
+    pixels whose coherence passes the threshold; none left is ISCE's exception (exit 1)."""
     if not ctx.config.flag("do ESD", True):
         return
     seed = ctx.product_seed
@@ -91,6 +93,9 @@ def esd(ctx: Context) -> None:
                 max(1, lines // 5),
                 seed,
             )
+    threshold = float(str(ctx.config.get("ESD coherence threshold", 0.85)))
+    if not ctx.faults.overlap_coherence > threshold:  # runESD.py: cor > esdCoherenceThreshold
+        raise Exception("Coherence threshold too strict. No points left for reliable ESD estimate")  # noqa: TRY002
     (ctx.cwd / "ESD" / "ESDmisregistration.png").write_bytes(_tiny_png())
 
 

@@ -68,6 +68,12 @@ class Faults:
     def no_overlap(self) -> bool:
         return self.targeted and self.env.get("ISCE_DOUBLE_NO_OVERLAP", "") not in ("", "0")
 
+    @property
+    def overlap_coherence(self) -> float:
+        """The coherence of every burst-overlap pixel (ISCE_DOUBLE_OVERLAP_COHERENCE, else high)."""
+        value = self.env.get("ISCE_DOUBLE_OVERLAP_COHERENCE", "").strip()
+        return float(value) if value and self.targeted else 0.95
+
     # -- during a step -------------------------------------------------------------------
     def wrote_file(self, step: str) -> None:
         """Called after each output file: the kill fault strikes once part of a step is done."""

@@ -8,12 +8,14 @@ its ~10 % share of a pair. Contents: a deformation interferogram (see double_ras
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from double_config import as_list
 from double_context import DEFAULT_GEOCODE_LIST, GEOCODED_PER_BURST_PIXEL, Context
+from double_deformation import deformation_fields
 from double_radar import dem_box
 from double_rasters import heights, interferogram_fields, wrapped, write_image
 
@@ -125,13 +127,16 @@ def geocode(ctx: Context) -> None:
     lines = max(2, round(math.sqrt(pixels / aspect)))
     width = max(2, round(pixels / lines))
     grid = (west, north, (east - west) / width, -(north - south) / lines)
-    fields = interferogram_fields(lines, width, ctx.product_seed)
+    fields = deformation_fields(
+        os.environ, ctx.state, ctx.cwd.name, lines, width, grid, ctx.product_seed
+    ) or interferogram_fields(lines, width, ctx.product_seed)
+    conncomp = fields.get("conncomp", (fields["coherence"] > 0.3).astype("uint8"))
     products = {
         "filt_topophase.flat": ([wrapped(fields)], "CFLOAT"),
         "topophase.flat": ([wrapped(fields)], "CFLOAT"),
         "filt_topophase.unw": ([fields["amplitude"], fields["phase"]], "FLOAT"),
         "filt_topophase_2stage.unw": ([fields["amplitude"], fields["phase"]], "FLOAT"),
-        "filt_topophase.unw.conncomp": ([(fields["coherence"] > 0.3).astype("uint8")], "BYTE"),
+        "filt_topophase.unw.conncomp": ([conncomp], "BYTE"),
         "phsig.cor": ([fields["coherence"]], "FLOAT"),
         "topophase.cor": ([fields["amplitude"], fields["coherence"]], "FLOAT"),
         "los.rdr": (_los((width, lines), ctx.geometry_seed()), "FLOAT"),

@@ -63,7 +63,7 @@ def _extract(
         )
     orbit = _orbit_for(sensor, name)
     # The region of interest picks the bursts; their numbering follows the crop.
-    first = (0 if roi is None else zlib.crc32(repr(roi).encode()) % 3) + _burst_shift(name)
+    first = (0 if roi is None else zlib.crc32(repr(roi).encode()) % 3) + _burst_shift(name, swath)
     width, lines = ctx.burst_shape(swath)
     out = ctx.cwd / sensor.output_dir
     (out / f"IW{swath}").mkdir(parents=True, exist_ok=True)
@@ -95,18 +95,20 @@ def _extract(
     return first, ctx.bursts, orbit
 
 
-def _burst_shift(name: str) -> int:
-    """ISCE_DOUBLE_BURST_SHIFT=YYYYMMDD=N,...: the scene of that date starts N bursts later.
+def _burst_shift(name: str, swath: int) -> int:
+    """ISCE_DOUBLE_BURST_SHIFT=YYYYMMDD=N,YYYYMMDD:IWn=N,...: the scene of that date starts N
+    bursts later (in every swath, or in swath n only).
 
     Frames of one track do not always start at the same burst; a secondary that slid along
-    track shares fewer bursts with the reference (another common-burst range).
+    track shares fewer bursts with the reference (another common-burst range), or none.
     """
-    shifts = dict(
-        item.strip().split("=", 1)
-        for item in os.environ.get("ISCE_DOUBLE_BURST_SHIFT", "").split(",")
-        if "=" in item
-    )
-    return int(shifts.get(_sensing(name)[0].strftime("%Y%m%d"), 0))
+    day = _sensing(name)[0].strftime("%Y%m%d")
+    shift = 0
+    for item in os.environ.get("ISCE_DOUBLE_BURST_SHIFT", "").split(","):
+        where, _, count = item.strip().partition("=")
+        if where in (day, f"{day}:IW{swath}") and count:
+            shift += int(count)
+    return shift
 
 
 def _has_annotation(safe: Path, swath: int, polarization: str) -> bool:
@@ -158,12 +160,16 @@ def compute_baselines(ctx: Context) -> None:
             (ctx.cwd / ctx.state[f"{role}slcproduct"] / f"IW{swath}.xml").exists()
             for role in ("reference", "secondary")
         ):
-            print(f"Skipping processing of swath {swath}")
+            print(f"Skipping processing for swath number IW-{swath}")
             continue
         first = max(reference[swath - 1][0], secondary[swath - 1][0])
         last = min(sum(reference[swath - 1]), sum(secondary[swath - 1]))
+        if last < first:  # TOPSSwathSLCProduct.getBurstOffset: no burst near another
+            raise Exception("Could not determine a suitable burst offset")  # noqa: TRY002
         if last > first and not ctx.faults.no_overlap:
             counts[swath - 1], starts[swath - 1] = last - first, first
+        else:
+            print(f"No common bursts found for swath {swath}")
     ctx.state["numberofcommonbursts"] = counts
     ctx.state["commonburststartreferenceindex"] = starts
     if not any(counts):

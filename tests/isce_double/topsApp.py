@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from double_config import ConfigError, fail, isce_value, load  # noqa: E402
+from double_deformation import baseline_xml  # noqa: E402
 from double_faults import Faults, ignore_sigterm_if_asked  # noqa: E402
 from double_steps import STEP_FUNCTIONS, Context, State  # noqa: E402
 
@@ -189,7 +190,7 @@ def render_proc_doc(context: Context, step: str) -> None:
     baseline = "".join(
         f"    <IW-{n}_Number_of_common_bursts>{count}</IW-{n}_Number_of_common_bursts>\n"
         for n, count in enumerate(counts, 1)
-    )
+    ) + baseline_xml(context.state["referencesafe"], context.state["secondarysafe"], counts)
     (context.cwd / "topsProc.xml").write_text(
         f"<topsProc>\n  <ISCE_VERSION>double of Release: 2.6.5</ISCE_VERSION>\n"
         f"  <last_step>{step}</last_step>\n  <baseline>\n{baseline}  </baseline>\n</topsProc>\n"

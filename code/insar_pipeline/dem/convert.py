@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, osr
 
+from insar_pipeline._io import atomic_output
 from insar_pipeline.dem.grid import EGM96, EGM2008, DemGrid
 from insar_pipeline.errors import ProvisioningError
 from insar_pipeline.isce_image import IsceDemImage, write_sidecars
@@ -56,6 +57,28 @@ def find_geoid_grid(geoid: str) -> Path | None:
     return None
 
 
+def proj_network_enabled() -> bool:
+    """Whether the user lets PROJ fetch grids from its CDN (PROJ_NETWORK=ON)."""
+    if os.environ.get("PROJ_NETWORK", "").strip().upper() == "ON":
+        return True
+    try:
+        return bool(osr.GetPROJEnableNetwork())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def geoid_grid_to_use(geoid: str) -> Path | None:
+    """The installed grid file; else, when PROJ_NETWORK=ON, the grid's bare name, which PROJ
+    then reads from cdn.proj.org (only the parts it needs, cached in its cache.db); else None."""
+    installed = find_geoid_grid(geoid)
+    if installed is not None or not proj_network_enabled():
+        return installed
+    name = GEOID_GRIDS[geoid][0]
+    log.info("PROJ's %s grid %s is not installed: PROJ_NETWORK=ON, PROJ fetches it", geoid, name)
+    osr.SetPROJEnableNetwork(True)
+    return Path(name)
+
+
 def missing_grid_message(geoid: str, dem_type: str) -> str:
     name = GEOID_GRIDS[geoid][0]
     folders = ", ".join(osr.GetPROJSearchPaths() or []) or "PROJ's data folder"
@@ -64,7 +87,9 @@ def missing_grid_message(geoid: str, dem_type: str) -> str:
         f"ellipsoid heights, but PROJ's {geoid} grid {name} is not installed (searched {folders}). "
         f"Get it with `projsync --file {name}` (needs internet), or download "
         f"https://cdn.proj.org/{name} into one of those folders, or install conda-forge's "
-        "proj-data (the Docker image has it); or choose an ellipsoidal DEM_TYPE such as SRTMGL1_E."
+        "proj-data (the Docker image has it; Debian's proj-data lacks it); or set PROJ_NETWORK=ON "
+        "in the environment to let PROJ fetch the parts it needs from cdn.proj.org while the DEM "
+        "is made; or choose an ellipsoidal DEM_TYPE such as SRTMGL1_E."
     )
 
 
@@ -89,7 +114,9 @@ class GeoidUndulation:
         self._grid = grid
         self._columns = _lattice(grid.west, grid.posting, grid.width)
         self._rows = _lattice(-grid.north, grid.posting, grid.length)
-        self._longitudes = (grid.west + self._columns * grid.posting) / 3600.0
+        # Across the antimeridian a grid's longitudes run past ±180°: PROJ wants them wrapped.
+        longitudes = (grid.west + self._columns * grid.posting) / 3600.0
+        self._longitudes = (longitudes + 180.0) % 360.0 - 180.0
         self._cache: dict[int, np.ndarray] = {}  # lattice rows already computed, by index
 
     def rows(self, first: int, count: int) -> np.ndarray:
@@ -161,6 +188,21 @@ class _Source:
     keep: tuple[gdal.Dataset, ...]  # datasets the band needs alive
 
 
+@dataclass(frozen=True)
+class _Box:
+    south: float
+    north: float
+    west: float
+    east: float
+
+    def __str__(self) -> str:
+        return f"{self.south:g},{self.north:g},{self.west:g},{self.east:g} (S,N,W,E)"
+
+
+def _edges_of(grid: DemGrid) -> tuple[int, int, int, int]:
+    return grid.south, grid.north, grid.west, grid.east
+
+
 def _source_on_grid(tiles: Sequence[Path], grid: DemGrid) -> _Source:
     """The mosaic of the tiles, with the pixel offsets of the grid's first pixel in it."""
     first = gdal.Open(str(tiles[0]))
@@ -171,7 +213,8 @@ def _source_on_grid(tiles: Sequence[Path], grid: DemGrid) -> _Source:
     mosaic = gdal.BuildVRT("", [str(tile) for tile in tiles], **options)
     first = None
     x0, dx, _, y0, _, dy = mosaic.GetGeoTransform()
-    delta, box = grid.delta_deg, grid.bbox
+    # Plain degrees, not a BBox: a grid across the antimeridian runs past ±180°.
+    delta, box = grid.delta_deg, _Box(*(value / 3600.0 for value in _edges_of(grid)))
     covered = (x0, y0 + dy * mosaic.RasterYSize, x0 + dx * mosaic.RasterXSize, y0)
     slack = delta * ALIGN_TOLERANCE_PX
     if not (
@@ -181,7 +224,7 @@ def _source_on_grid(tiles: Sequence[Path], grid: DemGrid) -> _Source:
         and covered[3] >= box.north + delta / 2 - slack
     ):
         raise ProvisioningError(
-            f"OpenTopography's rasters do not cover the DEM box {box}: they cover "
+            f"the DEM's rasters do not cover the DEM box {box}: they cover "
             f"W{covered[0]:.5f} S{covered[1]:.5f} E{covered[2]:.5f} N{covered[3]:.5f}"
         )
     # Pixel centres of the mosaic at x0 + (i + 0.5) dx; the grid's first centre must be one.
@@ -219,22 +262,14 @@ def write_ellipsoid_dem(
     tiles: Sequence[Path], grid: DemGrid, geoid_grid: Path | None, raster: Path
 ) -> IsceDemImage:
     """Mosaic `tiles` onto `grid`, convert to ellipsoid heights, write raster + .vrt + .xml."""
-    partial = raster.with_name(raster.name + ".part")
-    with gdal_cache(GDAL_CACHE_BYTES):
+    with gdal_cache(GDAL_CACHE_BYTES), atomic_output(raster) as partial:
         source = _source_on_grid(tiles, grid)
         undulation = GeoidUndulation(geoid_grid, grid) if geoid_grid else None
         rows_per_block = max(1, BLOCK_PIXELS // grid.width)
-        try:
-            with partial.open("wb") as stream:
-                for first in range(0, grid.length, rows_per_block):
-                    count = min(rows_per_block, grid.length - first)
-                    _block(source, undulation, grid, first, count).tofile(stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-    partial.replace(raster)
+        with partial.open("wb") as stream:
+            for first in range(0, grid.length, rows_per_block):
+                count = min(rows_per_block, grid.length - first)
+                _block(source, undulation, grid, first, count).tofile(stream)
     image = IsceDemImage(
         width=grid.width,
         length=grid.length,
@@ -270,26 +305,16 @@ def write_coarse_dem(fine: Path, image: IsceDemImage, factor: int, raster: Path)
         raise ProvisioningError(
             f"the DEM {fine.name} is too small for a DEM {factor} times coarser"
         )
-    partial = raster.with_name(raster.name + ".part")
     rows_per_block = max(1, BLOCK_PIXELS // (image.width * factor))
     row_bytes = image.width * 4
-    try:
-        with fine.open("rb") as source, partial.open("wb") as stream:
-            for first in range(0, length, rows_per_block):
-                count = min(rows_per_block, length - first)
-                source.seek(first * factor * row_bytes)
-                fine_rows = np.fromfile(source, dtype="<f4", count=count * factor * image.width)
-                block = fine_rows.reshape(count, factor, image.width)[:, :, : width * factor]
-                means = block.reshape(count, factor, width, factor).mean(
-                    axis=(1, 3), dtype=np.float64
-                )
-                stream.write(means.astype("<f4").tobytes())
-            stream.flush()
-            os.fsync(stream.fileno())
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(raster)
+    with atomic_output(raster) as partial, fine.open("rb") as source, partial.open("wb") as stream:
+        for first in range(0, length, rows_per_block):
+            count = min(rows_per_block, length - first)
+            source.seek(first * factor * row_bytes)
+            fine_rows = np.fromfile(source, dtype="<f4", count=count * factor * image.width)
+            block = fine_rows.reshape(count, factor, image.width)[:, :, : width * factor]
+            means = block.reshape(count, factor, width, factor).mean(axis=(1, 3), dtype=np.float64)
+            stream.write(means.astype("<f4").tobytes())
     # A coarse pixel is the mean of fine pixels k*f .. k*f+f-1: its centre is (f-1)/2 further.
     shift = (factor - 1) / 2
     coarse = IsceDemImage(

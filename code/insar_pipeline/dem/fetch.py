@@ -1,19 +1,17 @@
 """OpenTopography globaldem requests: one GeoTIFF per tile, retried, checked, never leaking the key.
 
-A timeout, a dropped connection, a 429 or a 5xx is worth another try with backoff; a 400
-(area too large, bad parameters) or a 401/403 (key) is not. Every body is opened with GDAL
-before it is kept: the service can answer 200 with an HTML or text error page, which other
-tools save as `.tif` and only fail on much later. The API key travels in the query string
-(the API takes it nowhere else), so URLs are masked before they reach a log line or a message,
-and urllib3's own debug log of request lines is masked too. The constants are module globals
-read at call time, so tests shrink them with monkeypatch.
+Retries (a timeout, a dropped connection, a cut body, a 429 or a 5xx), time-outs and the temp
+file are the HTTP layer's (`_http.py`); a 400 (area too large, bad parameters) or a 401/403 (key)
+is not retried. Every body is opened with GDAL before it is kept: the service can answer 200
+with an HTML or text error page, which other tools save as `.tif` and only fail on much later.
+The API key travels in the query string (the API takes it nowhere else), so URLs are masked
+before they reach a message; log lines (urllib3's request lines) are masked by the CLI's filter.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -21,50 +19,22 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import requests
 from osgeo import gdal
 
-from insar_pipeline import __version__
+from insar_pipeline._http import HttpClient, download, stream_to
 from insar_pipeline.errors import CredentialError, ProvisioningError, ServiceError
 from insar_pipeline.geo import BBox
+from insar_pipeline.logs import mask_secrets
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 15.0
-READ_TIMEOUT_S = 300.0  # between two bytes; the service builds a large tile before it answers
-MAX_ATTEMPTS = 4
-BACKOFF_BASE_S = 2.0  # waits 2, 4, 8 s between the attempts
-BACKOFF_MAX_S = 60.0  # also caps a server's Retry-After
-CHUNK_BYTES = 1 << 20
 KEY_HINT = (
     "set OPENTOPO_API_KEY in .env (a free key: https://portal.opentopography.org, myOpenTopo)"
 )
-_KEY_IN_URL = re.compile(r"(API_Key=)[^&\s'\"]*", re.IGNORECASE)
-
-
-def mask_url(text: str, secret: str | None = None) -> str:
-    """Replace the value of every API_Key=… in a text, and `secret` wherever else it appears."""
-    text = _KEY_IN_URL.sub(r"\1***", text)
-    return text.replace(secret, "***") if secret else text
 
 
 def _key_of(url: str) -> str | None:
     values = parse_qs(urlsplit(url).query).get("API_Key")
     return values[0] if values and values[0] else None
-
-
-class _MaskKeyFilter(logging.Filter):
-    """urllib3 logs every request line at DEBUG, query string included: mask the key there."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask_url(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-_urllib3_log = logging.getLogger("urllib3.connectionpool")
-if not any(isinstance(existing, _MaskKeyFilter) for existing in _urllib3_log.filters):
-    _urllib3_log.addFilter(_MaskKeyFilter())
 
 
 def tile_url(base_url: str, dem_type: str, tile: BBox, api_key: str) -> str:
@@ -95,77 +65,44 @@ class Fetched:
     source: str  # the URL with the key masked
 
 
-class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
 def fetch_tile(
-    url: str, destination: Path, session: requests.Session | None = None, covers: BBox | None = None
+    url: str, destination: Path, http: HttpClient | None = None, covers: BBox | None = None
 ) -> Fetched:
-    """Download one tile to `destination` atomically, check it is a GeoTIFF (covering the box
+    """Download one tile to `destination` atomically, once it is a GeoTIFF (covering the box
     `covers`, when given), or raise.
 
     Raises CredentialError (401/403), ProvisioningError (400, other 4xx, a body that is not a
-    GeoTIFF) and ServiceError (timeouts, 429, 5xx still failing after MAX_ATTEMPTS).
+    GeoTIFF) and ServiceError (timeouts, cut bodies, 429, 5xx still failing after the retries).
     """
     secret = _key_of(url)
-    source = mask_url(url, secret)
-    session = session or requests.Session()
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
-            size = _download(session, url, destination, secret)
-            break
-        except _Retryable as problem:
-            if attempt == MAX_ATTEMPTS:
-                raise ServiceError(
-                    f"OpenTopography failed {MAX_ATTEMPTS} times for {source}: {problem}; "
-                    "the service may be down, try again later"
-                ) from None
-            delay = min(BACKOFF_MAX_S, problem.retry_after or BACKOFF_BASE_S * 2 ** (attempt - 1))
-            log.warning(
-                "OpenTopography: %s; attempt %d of %d in %.1f s",
-                problem,
-                attempt + 1,
-                MAX_ATTEMPTS,
-                delay,
-            )
-            time.sleep(delay)
-    check_geotiff(destination, source, secret, covers)
-    return Fetched(destination, size, source)
+    source = mask_secrets(url, secret)
+    client = http or HttpClient(slow=True)  # the service builds a tile before its first byte
 
+    def fetch(temporary: Path) -> int:
+        response = client.send("GET", url, f"OpenTopography {source}", stream=True)
+        with response:
+            _check_status(response, source, secret)
+            return stream_to(response, temporary)
 
-def _download(session: requests.Session, url: str, destination: Path, secret: str | None) -> int:
-    partial = destination.with_name(destination.name + ".part")
-    headers = {"User-Agent": f"insar-pipeline/{__version__}"}
-    timeout = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
     try:
-        with session.get(url, stream=True, headers=headers, timeout=timeout) as response:
-            _check_status(response, mask_url(url, secret), secret)
-            size = 0
-            with partial.open("wb") as stream:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    stream.write(chunk)
-                    size += len(chunk)
-    except (requests.Timeout, requests.ConnectionError) as err:
-        partial.unlink(missing_ok=True)
-        # The exception text holds the URL, key included: keep only its masked form, and drop
-        # the exception itself (`from None`) so that no traceback can print it.
-        raise _Retryable(mask_url(f"{type(err).__name__}: {err}", secret)) from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(destination)
-    return size
+        _, size = download(
+            destination,
+            fetch,
+            lambda temporary: check_geotiff(temporary, source, secret, covers),
+            f"OpenTopography {source}",
+        )
+    except ServiceError as err:
+        raise ServiceError(f"{err}; the service may be down, try again later") from None
+    finally:
+        if http is None:
+            client.close()
+    return Fetched(destination, size, source)
 
 
 def _check_status(response: requests.Response, source: str, secret: str | None) -> None:
     status = response.status_code
     if status == 200:
         return
-    if status == 429 or status >= 500:
-        raise _Retryable(f"HTTP {status}", _retry_after(response))
     detail = _excerpt(_read_some(response), secret)
     detail = f": {detail}" if detail else ""
     if status in (401, 403):
@@ -180,11 +117,6 @@ def _check_status(response: requests.Response, source: str, secret: str | None) 
     raise ProvisioningError(f"OpenTopography answered HTTP {status}{detail} for {source}")
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.strip().isdigit() else None
-
-
 def _read_some(response: requests.Response) -> bytes:
     try:
         return response.raw.read(4096, decode_content=True) or b""
@@ -196,7 +128,7 @@ def _excerpt(body: bytes, secret: str | None, limit: int = 300) -> str:
     """The readable start of an error body: tags stripped, white space folded, key masked."""
     text = body.decode("utf-8", "replace")
     text = " ".join(re.sub(r"<[^>]+>", " ", text).split())
-    return mask_url(text, secret)[:limit]
+    return mask_secrets(text, secret)[:limit]
 
 
 def check_geotiff(

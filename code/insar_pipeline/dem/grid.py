@@ -210,34 +210,140 @@ def pair_box(pair: Pair) -> BBox:
     return pair.reference.bbox.union(pair.secondary.bbox)
 
 
-def region_groups(pairs: Sequence[Pair]) -> list[tuple[BBox, tuple[str, ...]]]:
-    """Pairs whose footprints overlap, grouped (union-find); each group with its union box.
+def pair_boxes(pairs: Sequence[Pair]) -> list[BBox]:
+    """`pair_box` of each pair, each product's footprint read once (a scene is in many pairs)."""
+    products: dict[str, BBox] = {}
+    result = []
+    for pair in pairs:
+        if pair.reference.name not in products or pair.secondary.name not in products:
+            pair_box(pair)  # the antimeridian check, once per new product
+            for product in pair.products:
+                products.setdefault(product.name, product.bbox)
+        result.append(products[pair.reference.name].union(products[pair.secondary.name]))
+    return result
 
+
+def region_groups(pairs: Sequence[Pair]) -> list[tuple[BBox, tuple[str, ...]]]:
+    """Pairs whose footprints overlap, grouped; each group with its union box.
+
+    Two pairs are in one group when a chain of pairs with overlapping boxes links them (the
+    transitive closure of `BBox.intersects`). About linear in pairs (`overlap_components`).
     Groups come in the order of their first pair; pair ids keep the input order.
     """
-    boxes = [pair_box(pair) for pair in pairs]
-    parent = list(range(len(pairs)))
+    boxes = pair_boxes(pairs)
+    labels = overlap_components(boxes)
+    groups: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        groups.setdefault(label, []).append(index)
+    result = []
+    for members in groups.values():
+        member_boxes = [boxes[index] for index in members]
+        union = BBox(
+            min(box.south for box in member_boxes),
+            max(box.north for box in member_boxes),
+            min(box.west for box in member_boxes),
+            max(box.east for box in member_boxes),
+        )
+        result.append((union, tuple(pairs[index].id for index in members)))
+    return result
 
-    def root(index: int) -> int:
+
+def overlap_components(boxes: Sequence[BBox]) -> list[int]:
+    """A component label per box: boxes linked by a chain of overlaps share one (pure).
+
+    Union-find over the distinct boxes, found through a grid of cells about half a typical box
+    wide: boxes that both cover a whole cell overlap (joined without a test), and only the boxes
+    that cover a cell partly are tested against each other, skipping those already joined. So
+    the boxes of one frame (thousands of slightly different footprints) cost about one step
+    each, not one test per pair of them. Labels are indices of the distinct boxes.
+    """
+    distinct: dict[BBox, int] = {}
+    of_box = [distinct.setdefault(box, len(distinct)) for box in boxes]
+    unique = list(distinct)
+    forest = _Forest(len(unique))
+    if len(unique) > 1:
+        _join_by_cells(unique, forest)
+    return [forest.root(index) for index in of_box]
+
+
+MAX_CELLS_PER_BOX = 4096  # a box much larger than the cells is tested against every box
+
+
+class _Forest:
+    """Union-find with path halving."""
+
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def root(self, index: int) -> int:
+        parent = self.parent
         while parent[index] != index:
             parent[index] = parent[parent[index]]
             index = parent[index]
         return index
 
-    for i in range(len(pairs)):
-        for j in range(i + 1, len(pairs)):
-            if boxes[i].intersects(boxes[j]):
-                parent[root(j)] = root(i)
-    groups: dict[int, list[int]] = {}
-    for index in range(len(pairs)):
-        groups.setdefault(root(index), []).append(index)
-    result = []
-    for members in groups.values():
-        union = boxes[members[0]]
+    def join(self, first: int, second: int) -> None:
+        a, b = self.root(first), self.root(second)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
+def _join_by_cells(boxes: list[BBox], forest: _Forest) -> None:
+    sizes = sorted(min(box.north - box.south, box.east - box.west) for box in boxes)
+    cell = max(sizes[len(sizes) // 2] / 2, 1e-6)
+    full: dict[tuple[int, int], list[int]] = {}
+    partial: dict[tuple[int, int], list[int]] = {}
+    large = []
+    for index, box in enumerate(boxes):
+        # One cell more where a float edge may round: a partial member is always tested.
+        rows = range(math.floor(box.south / cell - 1e-9), math.floor(box.north / cell + 1e-9) + 1)
+        cols = range(math.floor(box.west / cell - 1e-9), math.floor(box.east / cell + 1e-9) + 1)
+        if len(rows) * len(cols) > MAX_CELLS_PER_BOX:
+            large.append(index)
+            continue
+        for row in rows:
+            inside_rows = box.south <= row * cell and (row + 1) * cell <= box.north
+            for col in cols:
+                covers = inside_rows and box.west <= col * cell and (col + 1) * cell <= box.east
+                (full if covers else partial).setdefault((row, col), []).append(index)
+    for members in full.values():  # all cover one cell of positive area: they overlap
         for index in members[1:]:
-            union = union.union(boxes[index])
-        result.append((union, tuple(pairs[index].id for index in members)))
-    return result
+            forest.join(members[0], index)
+    for key, members in partial.items():
+        covering = full.get(key)
+        if covering:
+            anchor = boxes[covering[0]]
+            rest = [index for index in members if not _joined_if(boxes, forest, index, anchor,
+                                                                  covering[0])]  # fmt: skip
+        else:
+            rest = members
+        _join_tested(boxes, forest, rest)
+    for index in large:
+        for other in range(len(boxes)):
+            if other != index and boxes[index].intersects(boxes[other]):
+                forest.join(index, other)
+
+
+def _joined_if(boxes: list[BBox], forest: _Forest, index: int, anchor: BBox, at: int) -> bool:
+    if boxes[index].intersects(anchor):
+        forest.join(index, at)
+        return True
+    return False
+
+
+def _join_tested(boxes: list[BBox], forest: _Forest, members: list[int]) -> None:
+    """Test the boxes of one cell against each other, except those already joined."""
+    if len(members) < 2:
+        return
+    components = len({forest.root(index) for index in members})
+    for position, index in enumerate(members):
+        box = boxes[index]
+        for other in members[position + 1 :]:
+            if components == 1:
+                return
+            if forest.root(index) != forest.root(other) and box.intersects(boxes[other]):
+                forest.join(index, other)
+                components -= 1
 
 
 def _lat_name(degrees: int) -> str:

@@ -1,7 +1,8 @@
 """DEM provisioning (SPEC.md section 5): plan the boxes, reuse or download, write ISCE DEMs.
 
-`plan_dems` is read-only: the DEM boxes (ROI, or one per region of overlapping pairs), the
-OpenTopography requests of each, and whether an existing DEM already covers it.
+`plan_dems` is read-only: the DEM boxes (ROI, or one per region of overlapping pairs), where
+each comes from (DEM_SOURCE: OpenTopography's requests, or the windows of the open Copernicus
+bucket's tiles, `copernicus.py`), and whether an existing DEM already covers it.
 `provision_dems` runs once per run, before any pair: under a lock on `data/dem/` it plans again
 (another run may just have finished a DEM), checks the key and the geoid grids of every DEM it
 must build, then downloads, converts and writes them. Tiles are kept until their DEM is
@@ -11,17 +12,16 @@ complete, so a crash costs no second download.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
+from insar_pipeline._http import HttpClient
+from insar_pipeline._io import folder_lock, remove_partials
 from insar_pipeline.dem import convert as dem_convert
+from insar_pipeline.dem import copernicus
 from insar_pipeline.dem.cache import SUFFIX, best_cached, existing_dems, free_path
 from insar_pipeline.dem.fetch import KEY_HINT, check_geotiff, fetch_tile, tile_url
 from insar_pipeline.dem.grid import (
@@ -43,6 +43,8 @@ from insar_pipeline.isce_image import read_xml
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".provision.lock"
+OPENTOPOGRAPHY = "opentopography"
+COPERNICUS = "copernicus"
 TILES_DIR = ".tiles"
 
 
@@ -53,12 +55,42 @@ class DemPlan:
     pair_ids: tuple[str, ...]  # pairs that use this DEM
     path: Path  # the ISCE binary, e.g. data/dem/demLat_N51_N53_Lon_W131_W125_COP30.dem.wgs84
     cached: bool  # an existing DEM covering bbox will be used (path points at it)
+    source: str = OPENTOPOGRAPHY  # where an uncached DEM comes from: OPENTOPOGRAPHY or COPERNICUS
+    read_bytes: int = 0  # COPERNICUS: about how many bytes its tile windows cost
+
+    @property
+    def fetch_summary(self) -> str:
+        """How an uncached DEM will be fetched, for `plan`."""
+        count = len(self.tiles)
+        if self.source == COPERNICUS:
+            return (
+                f"read from the Copernicus bucket: windows of {count} tile(s), "
+                f"about {self.read_bytes / 1e6:.1f} MB"
+            )
+        return f"download from OpenTopography in {count} request{'s' if count != 1 else ''}"
+
+
+def dem_source(settings: Settings) -> str:
+    """DEM_SOURCE resolved: auto is OpenTopography with a key, else the bucket (COP30 only)."""
+    has_key = bool(settings.opentopo_api_key and settings.opentopo_api_key.get_secret_value())
+    if settings.dem_source == "copernicus" or (
+        settings.dem_source == "auto" and not has_key and settings.dem_type == copernicus.DEM_TYPE
+    ):
+        if settings.dem_type != copernicus.DEM_TYPE:
+            raise InputError(
+                f"DEM_SOURCE=copernicus: the Copernicus bucket serves DEM_TYPE="
+                f"{copernicus.DEM_TYPE} only, not {settings.dem_type}; set DEM_TYPE="
+                f"{copernicus.DEM_TYPE}, or DEM_SOURCE=opentopography with OPENTOPO_API_KEY"
+            )
+        return COPERNICUS
+    return OPENTOPOGRAPHY
 
 
 def plan_dems(settings: Settings, pairs: Sequence[Pair]) -> list[DemPlan]:
     """The DEMs `run` needs, and which of them exist already. No request, no write."""
     spec = dem_spec(settings.dem_type)
     _geocode_factor(settings)  # an InputError now rather than after the downloads
+    source = dem_source(settings)
     existing = existing_dems(settings.dem_dir)
     plans = []
     taken: set[Path] = set()
@@ -70,8 +102,17 @@ def plan_dems(settings: Settings, pairs: Sequence[Pair]) -> list[DemPlan]:
         else:
             path = free_path(settings.dem_dir, grid, settings.dem_type, existing, taken)
             taken.add(path)
-        tiles = split_tiles(grid, spec.max_area_km2)
-        plans.append(DemPlan(grid.bbox, tiles, pair_ids, path, cached is not None))
+        if source == COPERNICUS:
+            tiles = tuple(
+                BBox(tile.lat, tile.lat + 1, tile.lon, tile.lon + 1)
+                for tile in copernicus.tiles_for(grid)
+            )
+            read_bytes = copernicus.estimate_read_bytes(grid)
+        else:
+            tiles, read_bytes = split_tiles(grid, spec.max_area_km2), 0
+        plans.append(
+            DemPlan(grid.bbox, tiles, pair_ids, path, cached is not None, source, read_bytes)
+        )
     return plans
 
 
@@ -120,7 +161,12 @@ def provision_dems(
     """
     settings.dem_dir.mkdir(parents=True, exist_ok=True)
     # GDAL caches up to 5% of RAM by default; tile checks and conversion stream, so bound it.
-    with _provision_lock(settings.dem_dir), dem_convert.gdal_cache(dem_convert.GDAL_CACHE_BYTES):
+    waiting = f"another process is provisioning DEMs in {settings.dem_dir}; waiting for it"
+    with (
+        folder_lock(settings.dem_dir / LOCK_NAME, waiting),
+        dem_convert.gdal_cache(dem_convert.GDAL_CACHE_BYTES),
+    ):
+        remove_partials(settings.dem_dir)  # under the lock: leftovers of a killed run
         plans = plan_dems(settings, pairs)
         to_build = [plan for plan in plans if not plan.cached]
         geoid_grid = _check_prerequisites(settings, to_build)
@@ -150,13 +196,14 @@ def _check_prerequisites(settings: Settings, to_build: Sequence[DemPlan]) -> Pat
     """The geoid grid file the conversion needs; errors for a missing key or grid."""
     if not to_build:
         return None
-    if settings.opentopo_api_key is None or not settings.opentopo_api_key.get_secret_value():
+    has_key = settings.opentopo_api_key and settings.opentopo_api_key.get_secret_value()
+    if any(plan.source == OPENTOPOGRAPHY for plan in to_build) and not has_key:
         names = ", ".join(plan.path.name for plan in to_build)
         raise CredentialError(f"the DEM {names} must be downloaded from OpenTopography: {KEY_HINT}")
     geoid = dem_spec(settings.dem_type).geoid
     if geoid is None:
         return None
-    grid_file = dem_convert.find_geoid_grid(geoid)
+    grid_file = dem_convert.geoid_grid_to_use(geoid)
     if grid_file is None:
         raise ProvisioningError(dem_convert.missing_grid_message(geoid, settings.dem_type))
     return grid_file
@@ -173,14 +220,24 @@ def _build(
     grid = grid_around(plan.bbox, spec.posting_arcsec)
     tiles_dir = settings.dem_dir / TILES_DIR / _grid_key(settings.dem_type, grid)
     tiles_dir.mkdir(parents=True, exist_ok=True)
-    log.info(
-        "DEM %s: %s from OpenTopography %s in %d request(s)",
-        plan.path.name,
-        plan.bbox,
-        settings.dem_type,
-        len(plan.tiles),
-    )
-    tiles = _download_tiles(settings, plan, key, tiles_dir, on_download)
+    if plan.source == COPERNICUS:
+        log.info(
+            "DEM %s: %s from the Copernicus bucket %s: windows of %d tile(s)",
+            plan.path.name,
+            plan.bbox,
+            settings.copernicus_dem_url,
+            len(plan.tiles),
+        )
+        tiles = _read_bucket(settings, plan, grid, tiles_dir, on_download)
+    else:
+        log.info(
+            "DEM %s: %s from OpenTopography %s in %d request(s)",
+            plan.path.name,
+            plan.bbox,
+            settings.dem_type,
+            len(plan.tiles),
+        )
+        tiles = _download_tiles(settings, plan, key, tiles_dir, on_download)
     log.info(
         "DEM %s: converting to WGS84 ellipsoid heights%s",
         plan.path.name,
@@ -200,7 +257,8 @@ def _download_tiles(
     on_download: Callable[[Download], None] | None,
 ) -> list[Path]:
     paths = []
-    with requests.Session() as session:
+    http = HttpClient(slow=True)  # the service builds a tile before its first byte
+    try:
         for number, tile in enumerate(plan.tiles, start=1):
             path = tiles_dir / f"tile_{number:03d}.tif"
             url = tile_url(settings.opentopo_url, settings.dem_type, tile, key)
@@ -213,13 +271,36 @@ def _download_tiles(
                     continue
                 except ProvisioningError:
                     log.warning("tile %s was damaged; downloading it again", path)
-            fetched = fetch_tile(url, path, session, covers=needed)
+            fetched = fetch_tile(url, path, http, covers=needed)
             log.info("tile %d/%d: %.1f MB", number, len(plan.tiles), fetched.bytes / 1e6)
             if on_download is not None:
                 name = f"{plan.path.name} tile {number}/{len(plan.tiles)}"
                 on_download(Download(name, fetched.source, fetched.bytes, plan.path, kind="dem"))
             paths.append(path)
+    finally:
+        http.close()
     return paths
+
+
+def _read_bucket(
+    settings: Settings,
+    plan: DemPlan,
+    grid: DemGrid,
+    tiles_dir: Path,
+    on_download: Callable[[Download], None] | None,
+) -> list[Path]:
+    reads: list[copernicus.TileRead] = []
+
+    def record(read: copernicus.TileRead) -> None:
+        reads.append(read)
+        if on_download is not None and read.present:
+            name = f"{plan.path.name} tile {read.url.rsplit('/', 1)[-1].removesuffix('.tif')}"
+            on_download(Download(name, read.url, read.bytes, plan.path, kind="dem"))
+
+    pieces = copernicus.read_pieces(settings.copernicus_dem_url, grid, tiles_dir, record)
+    if reads:
+        log.info("DEM %s: %s", plan.path.name, copernicus.read_summary(reads))
+    return pieces
 
 
 def _needed(tile: BBox, posting_arcsec: int) -> BBox:
@@ -275,18 +356,3 @@ def geocode_dem(settings: Settings, dem: Path) -> Path:
         image = read_xml(dem.with_name(dem.name + ".xml")).dem_image()
         dem_convert.write_coarse_dem(dem, image, _geocode_factor(settings), coarse)
     return coarse
-
-
-@contextlib.contextmanager
-def _provision_lock(dem_dir: Path) -> Iterator[None]:
-    """One provisioning at a time per DEM folder (two runs, or workers): downloads happen once."""
-    fd = os.open(dem_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another process is provisioning DEMs in %s; waiting for it", dem_dir)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing drops the flock

@@ -22,10 +22,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
+from insar_pipeline._io import atomic_output, write_bytes
 from insar_pipeline.georeuse.key import BEFORE_TOPO, TOPO, guard, missing_geometry
-from insar_pipeline.isce_image import atomic_write
 from insar_pipeline.pair.job import LOGS_DIR, PairJob, PhaseEvent, next_log_number
 from insar_pipeline.topsapp.clean import CleanResult, clean_pair
 from insar_pipeline.topsapp.steps import Phase, checkpoint_paths, finished_steps, remaining_phases
@@ -75,7 +74,7 @@ def clean_holding(run_dir: Path, level: str) -> CleanResult:
     """Clean a finished pair but keep its geometry for pairs that may still link it."""
     cleaned = clean_pair(run_dir, level, hold=HOLD_PATTERNS)
     if level != "none":
-        atomic_write(run_dir / HELD_MARKER, b"geometry kept for pairs of this reference\n")
+        write_bytes(run_dir / HELD_MARKER, b"geometry kept for pairs of this reference\n")
     return cleaned
 
 
@@ -165,8 +164,22 @@ def share_geometry(
     return None
 
 
-def _end(start: PhaseEvent, began: float, **fields: Any) -> PhaseEvent:
-    return replace(start, kind="end", time=time.time(), wall_s=time.monotonic() - began, **fields)
+def _end(
+    start: PhaseEvent,
+    began: float,
+    ok: bool,
+    error: str | None = None,
+    reused_from: str | None = None,
+) -> PhaseEvent:
+    return replace(
+        start,
+        kind="end",
+        time=time.time(),
+        wall_s=time.monotonic() - began,
+        ok=ok,
+        error=error,
+        reused_from=reused_from,
+    )
 
 
 def _write_log(log_path: Path, donor: Path, failure: str | None, count: int = 0) -> None:
@@ -184,13 +197,12 @@ def _write_log(log_path: Path, donor: Path, failure: str | None, count: int = 0)
             "WGS84 DEM, CPU topo, common-burst range and reference/IW*.xml "
             "(ISCE2_CONTRACT.md section 9)\n"
         )
-    atomic_write(log_path, text.encode())
+    write_bytes(log_path, text.encode())
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    temporary = target.with_name(f".{target.name}.part")
-    shutil.copy2(source, temporary)
-    temporary.replace(target)
+    with atomic_output(target, mode=None) as temporary:
+        shutil.copy2(source, temporary)
 
 
 def _remove_swath_folders(folder: Path) -> None:

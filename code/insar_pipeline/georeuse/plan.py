@@ -12,7 +12,7 @@ A finished pair whose geometry others may still need is cleaned without its `geo
 (`PairJob.keep_geometry`); once no pair of its group needs it any more, the coordinator cleans
 it again (`releases`). A run stopped before that keeps the geometry for the rerun.
 
-`GeometryReuse` is the pure state machine (data in, data out); `georeuse_run` feeds it from the
+`GeometryReuse` is the pure state machine (data in, data out); `run/geometry.py` feeds it from the
 pair folders and the executor's messages, and cleans what it releases.
 """
 
@@ -22,9 +22,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from insar_pipeline.georeuse.key import TOPO, GeometryKey
+from insar_pipeline.pair.job import PairJob, PairResult, PairStatus, PhaseEvent
 from insar_pipeline.topsapp.steps import Phase
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ class GeometryReuse:
                 donors.append((-len(group.needers), position[first], first))
                 takers |= group.needers - {first}
         chosen = [pair_id for _, _, pair_id in sorted(donors)]
-        rest = [p for p in pair_ids if p not in takers and p not in set(chosen)]
+        leading = set(chosen)
+        rest = [p for p in pair_ids if p not in takers and p not in leading]
         return chosen + rest + [p for p in pair_ids if p in takers]
 
     def is_ready(self, pair_id: str) -> bool:
@@ -107,7 +108,7 @@ class GeometryReuse:
             return True
         return pair_id not in group.parked
 
-    def job_for(self, job: Any) -> Any:
+    def job_for(self, job: PairJob) -> PairJob:
         """The job to submit now: with donors to link from, as the donor, or to wait."""
         group = self.groups.get(job.pair_id)
         if group is None:
@@ -117,21 +118,22 @@ class GeometryReuse:
             self.held.add(job.pair_id)
         else:
             self.held.discard(job.pair_id)
-        changes: dict[str, Any] = {"keep_geometry": keep, "wait_for_geometry": False}
+        donors: tuple[Path, ...] = job.geometry_donors
+        wait = False
         if job.pair_id in group.needers:
-            donors = [self.run_dirs[p] for p in group.holders if p != job.pair_id]
-            if donors:
-                changes["geometry_donors"] = tuple(donors)
+            found = tuple(self.run_dirs[p] for p in group.holders if p != job.pair_id)
+            if found:
+                donors = found
             elif group.donor in (None, job.pair_id):
                 group.donor = job.pair_id
                 if keep:
                     log.info("computes the geometry of its reference for %d more pair(s)",
                              len(group.needers) - 1, extra={"pair": job.pair_id})  # fmt: skip
             else:
-                changes["wait_for_geometry"] = True
-        return replace(job, **changes)
+                wait = True
+        return replace(job, keep_geometry=keep, wait_for_geometry=wait, geometry_donors=donors)
 
-    def on_event(self, event: Any) -> list[Path]:
+    def on_event(self, event: PhaseEvent) -> list[Path]:
         """A phase ended; returns folders to clean again (their geometry is no longer held)."""
         group = self.groups.get(event.pair_id)
         if group is None or event.phase != self.topo_phase or event.kind != "end" or not event.ok:
@@ -149,20 +151,20 @@ class GeometryReuse:
             group.donor = None
         return self._release(group)
 
-    def on_result(self, result: Any) -> list[Path]:
+    def on_result(self, result: PairResult) -> list[Path]:
         """A pair's result; returns folders to clean again."""
         group = self.groups.get(result.pair_id)
         if group is None:
             return []
         pair_id = result.pair_id
-        if result.status == "waiting":
+        if result.status == PairStatus.WAITING:
             group.parked.add(pair_id)
             return []
         if group.donor == pair_id:  # failed or stopped before its geometry existed
             group.donor = None
-        if result.status in ("done", "failed"):
+        if result.status in (PairStatus.DONE, PairStatus.FAILED):
             group.needers.discard(pair_id)  # it needs nothing more in this run
-        if result.status == "done" and pair_id in self.held:
+        if result.status == PairStatus.DONE and pair_id in self.held:
             group.kept.add(pair_id)
         return self._release(group)
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from insar_pipeline._io import FILE_MODE, write_text
 from insar_pipeline.errors import InputError
 from insar_pipeline.geo import BBox
 from insar_pipeline.inputs.safe import Product, read_product, scan_raw
@@ -87,12 +87,12 @@ def render_pairs_file(
         f"# --max-days {max_days} --neighbours {neighbours}: {len(pairs)} pairs of"
         f" {len(scenes)} scenes. One pair per line, reference (earlier) first.",
     ]
+    per_track = Counter(reference.relative_orbit for reference, _ in pairs)
     track = None
     for reference, secondary in pairs:
         if reference.relative_orbit != track:
             track = reference.relative_orbit
-            count = sum(1 for pair in pairs if pair[0].relative_orbit == track)
-            lines += ["", f"# relative orbit {track}: {count} pairs"]
+            lines += ["", f"# relative orbit {track}: {per_track[track]} pairs"]
         lines.append(f'("{reference.path.name}", "{secondary.path.name}")')
     return "\n".join(lines) + "\n"
 
@@ -151,15 +151,5 @@ def write_atomic(path: Path, text: str) -> None:
     """Write text to path through a temp file in the same folder, so it is never half-written."""
     if not path.parent.is_dir():
         raise InputError(f"{path.parent} does not exist; create it or choose another --output")
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as handle:
-        handle.write(text)
-        temporary = Path(handle.name)
-    try:
-        # A temp file is private (0600); the pairs file should read like any file the user wrote.
-        temporary.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        temporary.replace(path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        raise
+    # The pairs file keeps the mode the user gave it.
+    write_text(path, text, path.stat().st_mode & 0o777 if path.exists() else FILE_MODE)

@@ -14,13 +14,17 @@ import logging
 import re
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from insar_pipeline.errors import InputError
 from insar_pipeline.geo import BBox
 from insar_pipeline.inputs.manifest import ManifestFields, parse_manifest
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +168,7 @@ def _build(path: Path, name: str, fields: ManifestFields, members: list[str]) ->
     """The Product: manifest values first, the product name for what the manifest lacks."""
     named = match.groupdict() if (match := NAME_RE.match(name)) else {}
 
-    def need(value, what: str):
+    def need(value: _T | None, what: str) -> _T:
         if value is None:
             raise InputError(
                 f"{path}: manifest.safe has no {what} and the name does not carry it; "
@@ -220,7 +224,7 @@ def _swaths_and_polarizations(
     return tuple(sorted({swath for swath, _ in found})), {pol for _, pol in found}
 
 
-def _images(members, folder: str, suffix: str) -> set[tuple[int, str]]:
+def _images(members: Iterable[str], folder: str, suffix: str) -> set[tuple[int, str]]:
     """(swath, pol) of the files directly in `folder` (annotation/calibration/ is not)."""
     images = set()
     for member in members:

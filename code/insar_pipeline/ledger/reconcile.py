@@ -7,13 +7,11 @@ each disagreement is repaired and logged as a warning.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.ledger.store import Column, Ledger
+from insar_pipeline.pair.job import PairStatus
 
 log = logging.getLogger(__name__)
 
@@ -28,59 +26,63 @@ def reconcile(
     """
     warnings: list[str] = []
     with ledger.transaction():
-        for run_id, pid in ledger.conn.execute(
-            "SELECT id, pid FROM runs WHERE status='running'"
-        ).fetchall():
+        for run_id, pid in ledger.unfinished_runs():
             warnings.append(f"run {run_id} (pid {pid}) stopped without finishing")
-            ledger.conn.execute("UPDATE runs SET status='crashed' WHERE id=?", (run_id,))
+            ledger.mark_crashed(run_id)
+        # Two queries for every pair, not two per pair: a ledger of 100,000 pairs is read once.
+        recorded = ledger.pair_states()
+        open_attempts = ledger.all_open_attempts()
         for pair_id, truth in checkpoints.items():
-            warnings += _reconcile_pair(ledger, pair_id, tuple(truth), tuple(phase_names))
+            row = recorded.get(pair_id)
+            if row is None:
+                continue
+            attempts = open_attempts.get(pair_id, [])
+            warnings += _reconcile_pair(ledger, pair_id, row, attempts, tuple(truth),
+                                        tuple(phase_names))  # fmt: skip
     for warning in warnings:
         log.warning("ledger repaired from checkpoints: %s", warning)
     return warnings
 
 
 def _reconcile_pair(
-    ledger: Ledger, pair_id: str, truth: tuple[str, ...], all_phases: tuple[str, ...]
+    ledger: Ledger,
+    pair_id: str,
+    row: tuple[PairStatus, tuple[str, ...]],
+    open_attempts: list[tuple[int, str]],
+    truth: tuple[str, ...],
+    all_phases: tuple[str, ...],
 ) -> list[str]:
-    row = ledger.conn.execute(
-        "SELECT status, phases_done FROM pairs WHERE pair_id=?", (pair_id,)
-    ).fetchone()
-    if row is None:
-        return []
-    status, recorded = row[0], tuple(json.loads(row[1]))
-    _close_open_attempts(ledger, pair_id, truth)
+    status, recorded = row
+    _close_open_attempts(ledger, open_attempts, truth)
     warnings = []
     new_status = status
-    if status == "running":
+    if status == PairStatus.RUNNING:
         warnings.append(f"{pair_id}: was running when its run stopped")
-        new_status = "pending"
+        new_status = PairStatus.PENDING
     complete = set(all_phases) <= set(truth)
-    if complete and status != "done":
+    if complete and status != PairStatus.DONE:
         warnings.append(f"{pair_id}: every phase has its checkpoint; recorded as done")
-        new_status = "done"
-    elif status == "done" and not complete:
+        new_status = PairStatus.DONE
+    elif status == PairStatus.DONE and not complete:
         missing = ", ".join(phase for phase in all_phases if phase not in truth)
         warnings.append(f"{pair_id}: recorded done but checkpoints of {missing} are missing")
-        new_status = "pending"
+        new_status = PairStatus.PENDING
     if set(recorded) != set(truth):
         warnings.append(
             f"{pair_id}: phases done per ledger {list(recorded)}, per checkpoints {list(truth)}"
         )
     if new_status != status or recorded != truth:
-        fields: dict[str, Any] = {"status": new_status, "phases_done": truth}
-        if new_status != "failed":
+        fields: dict[str, Column] = {"status": new_status, "phases_done": truth}
+        if new_status != PairStatus.FAILED:
             fields["phase"] = None
         ledger.set_pair(pair_id, **fields)
     return warnings
 
 
-def _close_open_attempts(ledger: Ledger, pair_id: str, truth: tuple[str, ...]) -> None:
+def _close_open_attempts(
+    ledger: Ledger, open_attempts: list[tuple[int, str]], truth: tuple[str, ...]
+) -> None:
     """Attempts a dead run never ended: finished if their phase's checkpoint exists."""
-    open_attempts = ledger.conn.execute(
-        "SELECT id, phase FROM phases WHERE pair_id=? AND ended IS NULL", (pair_id,)
-    ).fetchall()
     for row_id, phase in open_attempts:
         ok = phase in truth
-        error = None if ok else "the run stopped during this phase"
-        ledger.conn.execute("UPDATE phases SET ok=?, error=? WHERE id=?", (int(ok), error, row_id))
+        ledger.settle_attempt(row_id, ok, None if ok else "the run stopped during this phase")

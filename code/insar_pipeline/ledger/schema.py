@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from types import TracebackType
 
 from insar_pipeline.errors import InputError
 
@@ -39,7 +39,15 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 1 -> 2: geometry reuse (issue #8): the pair whose geometry a pair took.
     "ALTER TABLE pairs ADD COLUMN geometry_from TEXT",
+    # 2 -> 3: ESD=auto (issue #12): the pair was coregistered without ESD by its own decision.
+    "ALTER TABLE pairs ADD COLUMN without_esd INTEGER NOT NULL DEFAULT 0",
 )
+# Columns added after schema 1, with what they read as in a ledger written before them: a
+# reader (`status`, `report`) opens an older ledger as it is, since only `run` may upgrade it.
+ADDED_COLUMNS: dict[str, tuple[str, str]] = {
+    "geometry_from": ("pairs", "NULL"),
+    "without_esd": ("pairs", "0"),
+}
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -85,7 +93,12 @@ class Transaction:
         if self.outer:
             self.conn.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self.outer:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 

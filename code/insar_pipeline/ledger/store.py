@@ -3,9 +3,9 @@
 SQLite in WAL mode, so `status` and `report` read a consistent snapshot while a run writes, and a
 coordinator killed mid-write (even by `kill -9`) leaves the last committed state, never a torn
 file. The coordinator's main thread is the only writer. The PICKLE checkpoints of each pair are
-the truth about finished work: `reconcile` repairs the ledger from them (with a warning) at the
-start of every run. The schema is versioned in `schema_version`; `MIGRATIONS[i]` upgrades a
-ledger from version i to i + 1.
+the truth about finished work: `ledger/reconcile.py` repairs the ledger from them (with a
+warning) at the start of every run, through the methods of its section below. The schema is
+versioned in `schema_version`; `MIGRATIONS[i]` upgrades a ledger from version i to i + 1.
 """
 
 from __future__ import annotations
@@ -16,18 +16,30 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias
 
+from insar_pipeline.download import Download
 from insar_pipeline.errors import InputError
-from insar_pipeline.ledger.schema import SCHEMA_VERSION, Transaction, migrate, schema_version
+from insar_pipeline.ledger.schema import (
+    ADDED_COLUMNS,
+    SCHEMA_VERSION,
+    Transaction,
+    migrate,
+    schema_version,
+)
+from insar_pipeline.pair.job import PairResult, PairStatus, PhaseEvent
 
 log = logging.getLogger(__name__)
 
 LEDGER_NAME = "ledger.sqlite"
-PAIR_STATES = ("pending", "running", "done", "failed")
+# The states a pair has in the ledger (a runner's "interrupted" or "waiting" is pending again).
+PAIR_STATES = (PairStatus.PENDING, PairStatus.RUNNING, PairStatus.DONE, PairStatus.FAILED)
+SqlValue: TypeAlias = str | int | float | None  # what SQLite hands back (no BLOB columns)
+Record: TypeAlias = dict[str, SqlValue]  # one row by column name
+Column: TypeAlias = SqlValue | tuple[str, ...] | list[str]  # what `set_pair` writes (phases_done)
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,7 @@ class PairRow:
     reference: str | None
     secondary: str | None
     position: int | None
-    status: str
+    status: PairStatus
     phase: str | None
     attempts: int
     error: str | None
@@ -51,6 +63,7 @@ class PairRow:
     bytes_before_clean: int | None
     bytes_after_clean: int | None
     geometry_from: str | None = None  # the pair whose geometry this one took (georeuse)
+    without_esd: bool = False  # coregistered without ESD by its own decision (ESD=auto)
 
 
 def ledger_path(runs_dir: Path) -> Path:
@@ -89,13 +102,13 @@ class Ledger:
         if version == 0:  # a run is creating it right now: nothing to read yet
             conn.close()
             return None
-        if version != SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
             conn.close()
             raise InputError(
-                f"{path}: ledger schema version {version}, this program reads {SCHEMA_VERSION}; "
-                "run `run` with this version once to upgrade it"
+                f"{path}: ledger schema version {version}, this program reads up to "
+                f"{SCHEMA_VERSION}; use the newer version of the pipeline that wrote it"
             )
-        return ledger
+        return ledger  # an older one reads as is (see `_column`); `run` upgrades it
 
     def close(self) -> None:
         self.conn.close()
@@ -157,29 +170,27 @@ class Ledger:
 
     def mark_pending(self, pair_ids: Sequence[str]) -> None:
         """Pairs queued by this run (a pair failed before is pending again until it runs)."""
+        now = time.time()
         with self.transaction():
-            for pair_id in pair_ids:
-                self.set_pair(
-                    pair_id,
-                    status="pending",
-                    phase=None,
-                    error=None,
-                    error_tail=None,
-                    failed_phase=None,
-                    attempts=0,
-                )
+            self.conn.executemany(
+                "UPDATE pairs SET status='pending', phase=NULL, error=NULL, error_tail=NULL,"
+                " failed_phase=NULL, attempts=0, updated=? WHERE pair_id=?",
+                ((now, pair_id) for pair_id in pair_ids),
+            )
 
-    def set_pair(self, pair_id: str, **fields: Any) -> None:
+    def set_pair(self, pair_id: str, **fields: Column) -> None:
         """Update some columns of a pair (phases_done as a sequence)."""
-        if "phases_done" in fields:
-            fields["phases_done"] = json.dumps(list(fields["phases_done"]))
-        fields["updated"] = time.time()
-        columns = ", ".join(f"{name}=?" for name in fields)
+        values: Record = {
+            name: json.dumps(list(value)) if isinstance(value, tuple | list) else value
+            for name, value in fields.items()
+        }
+        values["updated"] = time.time()
+        columns = ", ".join(f"{name}=?" for name in values)
         self.conn.execute(
-            f"UPDATE pairs SET {columns} WHERE pair_id=?", (*fields.values(), pair_id)
+            f"UPDATE pairs SET {columns} WHERE pair_id=?", (*values.values(), pair_id)
         )
 
-    def record_event(self, run_id: int, event: Any) -> None:
+    def record_event(self, run_id: int, event: PhaseEvent) -> None:
         """A runner `PhaseEvent`: one phases row per attempt, and the pair's current phase."""
         with self.transaction():
             if event.kind == "start":
@@ -190,7 +201,7 @@ class Ledger:
                 )
                 self.set_pair(
                     event.pair_id,
-                    status="running",
+                    status=PairStatus.RUNNING,
                     phase=event.phase,
                     attempts=event.attempt,
                     run_id=run_id,
@@ -224,18 +235,21 @@ class Ledger:
                 done = self._phases_done(event.pair_id)
                 if event.phase not in done:
                     self.set_pair(event.pair_id, phases_done=(*done, event.phase))
-            if event.ok and getattr(event, "reused_from", None):
+            if event.ok and event.reused_from:
                 self.set_pair(event.pair_id, geometry_from=event.reused_from)
 
-    def record_result(self, run_id: int, result: Any) -> None:
+    def record_result(self, run_id: int, result: PairResult) -> None:
         """A runner `PairResult`: the pair's final state for this run."""
-        status = {"done": "done", "failed": "failed"}.get(result.status, "pending")
+        final = (PairStatus.DONE, PairStatus.FAILED)
+        status = result.status if result.status in final else PairStatus.PENDING
         # The runner reports every phase finished in the folder; an empty tuple may only mean
         # "not known" (a pair stopped before it started), so it never erases what we know.
-        done = {"phases_done": result.phases_done} if result.phases_done else {}
+        done: dict[str, Column] = {"phases_done": result.phases_done} if result.phases_done else {}
         # Likewise a geometry source is only ever added here (a run's start re-reads folders).
-        if getattr(result, "geometry_from", None):
+        if result.geometry_from:
             done["geometry_from"] = result.geometry_from
+        # The pair folder's own decision, as the runner read it (a new folder starts with ESD).
+        done["without_esd"] = int(result.without_esd)
         self.set_pair(
             result.pair_id,
             **done,
@@ -244,7 +258,7 @@ class Ledger:
             ended=time.time(),
             # `attempts` stays the number of the current phase's last attempt (from its events,
             # counted across reruns like the runner's logs/<phase>.<attempt>.log).
-            phase=result.failed_phase if status == "failed" else None,
+            phase=result.failed_phase if status == PairStatus.FAILED else None,
             error=result.error,
             error_tail=result.error_tail,
             failed_phase=result.failed_phase,
@@ -256,7 +270,7 @@ class Ledger:
         """A pair that cannot start (e.g. no orbit for one of its scenes)."""
         self.set_pair(
             pair_id,
-            status="failed",
+            status=PairStatus.FAILED,
             run_id=run_id,
             error=error,
             error_tail=None,
@@ -280,7 +294,7 @@ class Ledger:
                 self.fail_pair(run_id, pair_id, error)
         return [pair_id for (pair_id,) in rows]
 
-    def record_download(self, run_id: int, download: Any) -> None:
+    def record_download(self, run_id: int, download: Download) -> None:
         self.conn.execute(
             "INSERT INTO downloads (run_id, time, kind, name, source, bytes, path)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -295,43 +309,135 @@ class Ledger:
             ),
         )
 
-    def reconcile(
-        self, checkpoints: Mapping[str, Sequence[str]], phase_names: Sequence[str]
-    ) -> list[str]:
-        """Make the ledger agree with the checkpoints, which win (see `ledger_reconcile`)."""
-        from insar_pipeline.ledger.reconcile import reconcile
+    # ---- repairs (ledger/reconcile.py, in the writer's transaction) ------------------------
 
-        return reconcile(self, checkpoints, phase_names)
+    def unfinished_runs(self) -> list[tuple[int, int]]:
+        """(run id, pid) of the runs still marked running."""
+        rows = self.conn.execute("SELECT id, pid FROM runs WHERE status='running'").fetchall()
+        return [(int(run_id), int(pid)) for run_id, pid in rows]
+
+    def mark_crashed(self, run_id: int) -> None:
+        self.conn.execute("UPDATE runs SET status='crashed' WHERE id=?", (run_id,))
+
+    def pair_state(self, pair_id: str) -> tuple[PairStatus, tuple[str, ...]] | None:
+        """A pair's recorded status and phases done, or None when the ledger has no such pair."""
+        row = self.conn.execute(
+            "SELECT status, phases_done FROM pairs WHERE pair_id=?", (pair_id,)
+        ).fetchone()
+        return None if row is None else (PairStatus(row[0]), tuple(json.loads(row[1])))
+
+    def open_attempts(self, pair_id: str) -> list[tuple[int, str]]:
+        """(row id, phase) of the pair's phase attempts that never ended."""
+        rows = self.conn.execute(
+            "SELECT id, phase FROM phases WHERE pair_id=? AND ended IS NULL", (pair_id,)
+        ).fetchall()
+        return [(int(row_id), str(phase)) for row_id, phase in rows]
+
+    def pair_states(self) -> dict[str, tuple[PairStatus, tuple[str, ...]]]:
+        """`pair_state` of every pair, in one query (a ledger of 100,000 pairs is read once)."""
+        rows = self.conn.execute("SELECT pair_id, status, phases_done FROM pairs")
+        return {
+            str(pair_id): (PairStatus(status), tuple(json.loads(done)))
+            for pair_id, status, done in rows
+        }
+
+    def all_open_attempts(self) -> dict[str, list[tuple[int, str]]]:
+        """`open_attempts` of every pair, in one query."""
+        attempts: dict[str, list[tuple[int, str]]] = {}
+        rows = self.conn.execute(
+            "SELECT id, pair_id, phase FROM phases WHERE ended IS NULL ORDER BY id"
+        )
+        for row_id, pair_id, phase in rows:
+            attempts.setdefault(str(pair_id), []).append((int(row_id), str(phase)))
+        return attempts
+
+    def settle_attempt(self, row_id: int, ok: bool, error: str | None) -> None:
+        self.conn.execute("UPDATE phases SET ok=?, error=? WHERE id=?", (int(ok), error, row_id))
 
     # ---- reads ---------------------------------------------------------------------------
 
     def pairs(self, listed_only: bool = True) -> list[PairRow]:
+        return list(self.iter_pairs(listed_only))
+
+    def iter_pairs(
+        self,
+        listed_only: bool = True,
+        states: Sequence[str] | None = None,
+        limit: int | None = None,
+        failures_first: bool = False,
+    ) -> Iterator[PairRow]:
+        """The pairs in pairs.txt order, one row at a time (a cursor, not a list); only those
+        of `states` when given, at most `limit`; `failures_first`: failed, running, pending,
+        then done pairs, each in pairs.txt order."""
         query = (
             "SELECT p.pair_id, p.reference, p.secondary, p.position, p.status, p.phase,"
             " p.attempts, p.error, p.error_tail, p.failed_phase, p.phases_done, p.phases_total,"
             " COALESCE((SELECT SUM(wall_s) FROM phases f WHERE f.pair_id=p.pair_id"
             "  AND f.ended IS NOT NULL), 0),"
             " (SELECT MAX(started) FROM phases f WHERE f.pair_id=p.pair_id AND f.ended IS NULL),"
-            " p.bytes_before_clean, p.bytes_after_clean, p.geometry_from FROM pairs p"
+            f" p.bytes_before_clean, p.bytes_after_clean, {self._column('geometry_from')},"
+            f" {self._column('without_esd')} FROM pairs p"
         )
-        if listed_only:
-            query += " WHERE p.listed=1"
-        rows = self.conn.execute(query + " ORDER BY p.position, p.pair_id").fetchall()
-        return [_pair_row(row) for row in rows]
+        where, values = _pair_filter(listed_only, states)
+        order = " ORDER BY p.position, p.pair_id"
+        if failures_first:
+            order = (
+                " ORDER BY CASE p.status WHEN 'failed' THEN 0 WHEN 'running' THEN 1"
+                " WHEN 'done' THEN 3 ELSE 2 END, p.position, p.pair_id"
+            )
+        query += where + order
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        for row in self.conn.execute(query, values):
+            yield _pair_row(row)
 
-    def latest_run(self) -> dict[str, Any] | None:
+    def pair_counts(self, listed_only: bool = True) -> dict[str, int]:
+        """Pairs per recorded status (one aggregate query)."""
+        where, values = _pair_filter(listed_only, None)
+        rows = self.conn.execute(
+            f"SELECT p.status, COUNT(*) FROM pairs p{where} GROUP BY p.status", values
+        )
+        return {status: count for status, count in rows}
+
+    def geometry_sources(self) -> dict[str, str]:
+        """Pair id -> the pair whose geometry it took, for the pairs that took one."""
+        return dict(
+            self.conn.execute(
+                "SELECT pair_id, geometry_from FROM pairs WHERE geometry_from IS NOT NULL"
+            )
+        )
+
+    def without_esd(self) -> list[str]:
+        """The pairs coregistered without ESD by their own decision (ESD=auto)."""
+        column = self._column("without_esd")
+        return [
+            pair for (pair,) in self.conn.execute(f"SELECT pair_id FROM pairs p WHERE {column}")
+        ]
+
+    def pair_statuses(self, listed_only: bool = False) -> dict[str, str]:
+        """Pair id -> recorded status, without the per-phase sums of `iter_pairs`."""
+        where, values = _pair_filter(listed_only, None)
+        return dict(self.conn.execute(f"SELECT p.pair_id, p.status FROM pairs p{where}", values))
+
+    def _column(self, name: str) -> str:
+        """`p.<name>`, or its default when an older ledger (read as is) has no such column."""
+        table, default = ADDED_COLUMNS[name]
+        columns = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+        return f"p.{name}" if name in columns else default
+
+    def latest_run(self) -> Record | None:
         cursor = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
         row = cursor.fetchone()
         if row is None:
             return None
         return dict(zip([column[0] for column in cursor.description], row, strict=True))
 
-    def phase_rows(self, pair_id: str) -> list[dict[str, Any]]:
+    def phase_rows(self, pair_id: str) -> list[Record]:
         cursor = self.conn.execute("SELECT * FROM phases WHERE pair_id=? ORDER BY id", (pair_id,))
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def downloads(self) -> list[dict[str, Any]]:
+    def downloads(self) -> list[Record]:
         cursor = self.conn.execute("SELECT * FROM downloads ORDER BY id")
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -346,11 +452,24 @@ class Ledger:
         return Transaction(self.conn)
 
 
+def _pair_filter(listed_only: bool, states: Sequence[str] | None) -> tuple[str, list[str]]:
+    clauses: list[str] = []
+    values: list[str] = []
+    if listed_only:
+        clauses.append("p.listed=1")
+    if states is not None:
+        clauses.append(f"p.status IN ({', '.join('?' * len(states))})")
+        values += list(states)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), values
+
+
 def _bool(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
-def _pair_row(row: Sequence[Any]) -> PairRow:
-    values = list(row)
-    values[10] = tuple(json.loads(values[10]))  # phases_done is stored as JSON
-    return PairRow(*values)
+def _pair_row(row: Sequence[SqlValue]) -> PairRow:
+    values: list[object] = list(row)
+    values[4] = PairStatus(str(row[4]))
+    values[10] = tuple(json.loads(str(row[10])))  # phases_done is stored as JSON
+    values[17] = bool(row[17])  # without_esd is stored as 0/1
+    return PairRow(*values)  # type: ignore[arg-type]  # the SELECT's columns, in PairRow's order

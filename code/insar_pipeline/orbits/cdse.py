@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from insar_pipeline._http import HttpClient, Retryable, stream_to, with_retries
 from insar_pipeline.errors import CredentialError, ProvisioningError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.safe import Product
@@ -29,7 +30,6 @@ from insar_pipeline.orbits.files import (
     parse_orbit_name,
     select_orbit,
 )
-from insar_pipeline.orbits.http import HttpClient, Retryable, stream_to, with_retries
 from insar_pipeline.orbits.sources import RemoteOrbit
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class CdseSource:
         if response.status_code != 200:
             response.close()
             raise ProvisioningError(f"{what}: HTTP {response.status_code}")
-        return stream_to(response, dest, what)
+        return stream_to(response, dest)
 
     def _access_token(self, renew: bool = False) -> str:
         with self._token_lock:  # parallel downloads share one login

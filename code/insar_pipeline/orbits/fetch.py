@@ -10,24 +10,21 @@ others of its day, which then need no lookup of their own.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+from insar_pipeline._http import HttpClient, download
 from insar_pipeline.errors import CredentialError, ProvisioningError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.safe import Product
 from insar_pipeline.orbits.cache import OrbitCache
 from insar_pipeline.orbits.files import OrbitFile, qualifies, read_eof, select_orbit
-from insar_pipeline.orbits.http import HttpClient, Retryable, with_retries
 from insar_pipeline.orbits.sources import OrbitSource, RemoteOrbit
 
 log = logging.getLogger(__name__)
 
-PART_SUFFIX = ".part"  # temp files are hidden (".name...part"): ISCE2's glob never sees them
 DOWNLOAD_WORKERS = 4
 LOOKUP_WORKERS = 4
 
@@ -175,26 +172,17 @@ class Fetcher:
                 self._files[scene_name] = result.path  # the content's window, checked again
 
     def _download(self, source: OrbitSource, remote: RemoteOrbit) -> tuple[OrbitFile, int]:
-        folder = self._settings.orbit_dir
         name = remote.orbit.name
-        target = folder / name
-
-        def attempt() -> tuple[OrbitFile, int]:
-            temp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}{PART_SUFFIX}"
-            try:
-                size = source.fetch(remote, temp)
-                orbit = read_eof(temp.read_bytes(), name)
-                temp.replace(target)
-            except ValueError as err:  # EofError: an HTML page, a cut body, another file
-                raise Retryable(f"{source.name}: {err}") from err
-            except OSError as err:
-                raise ProvisioningError(f"cannot write {temp}: {err.strerror or err}") from err
-            finally:
-                temp.unlink(missing_ok=True)
-            log.info("orbit %s downloaded from %s (%d bytes)", name, source.name, size)
-            return orbit.at(target), size
-
-        return with_retries(attempt, f"{source.name}: download of {name}")
+        target = self._settings.orbit_dir / name
+        orbit, size = download(
+            target,
+            lambda temporary: source.fetch(remote, temporary),
+            # EofError (a ValueError, retried): an HTML page, a cut body, another file
+            lambda temporary: read_eof(temporary.read_bytes(), name),
+            f"{source.name}: download of {name}",
+        )
+        log.info("orbit %s downloaded from %s (%d bytes)", name, source.name, size)
+        return orbit.at(target), size
 
 
 def _window(scene: Product) -> tuple[str, datetime, datetime]:

@@ -10,20 +10,18 @@ failure entry (its pairs fail, the others run); refused credentials raise Creden
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from insar_pipeline._io import folder_lock, remove_partials
 from insar_pipeline.download import Download
-from insar_pipeline.errors import ProvisioningError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.safe import Product
 from insar_pipeline.orbits.cache import OrbitCache
-from insar_pipeline.orbits.fetch import PART_SUFFIX, Fetcher
+from insar_pipeline.orbits.fetch import Fetcher
 from insar_pipeline.orbits.files import OrbitFile, precise_expected
 
 log = logging.getLogger(__name__)
@@ -74,8 +72,9 @@ def provision_orbits(
     files, pending = _settle(OrbitCache(settings.orbit_dir), scenes, now)
     failures: dict[str, str] = {}
     if pending:
-        with _folder_lock(settings.orbit_dir):
-            _remove_partials(settings.orbit_dir)
+        waiting = f"waiting for another process downloading orbit files into {settings.orbit_dir}"
+        with folder_lock(settings.orbit_dir / LOCK_NAME, waiting):
+            remove_partials(settings.orbit_dir)  # under the lock: leftovers of a killed run
             cache = OrbitCache(settings.orbit_dir)  # again: another process may have filled it
             files, pending = _settle(cache, scenes, now)
             if pending:
@@ -147,31 +146,3 @@ def _settle(
         else:
             pending.append(scene)
     return files, pending
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    # flock locks an open file description: it excludes other processes and other threads
-    # of this one alike, and the kernel drops it if the holder dies.
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = (folder / LOCK_NAME).open("a")
-    except OSError as err:
-        raise ProvisioningError(f"{folder}: cannot create or lock it ({err.strerror})") from err
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process downloading orbit files into %s", folder)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _remove_partials(folder: Path) -> None:
-    # Under the lock no one else writes here: a temp file is the leftover of a killed run.
-    for leftover in folder.glob(f".*{PART_SUFFIX}"):
-        log.info("removing %s, left by an interrupted download", leftover.name)
-        leftover.unlink(missing_ok=True)

@@ -7,9 +7,9 @@
 - `cdse`: Copernicus Data Space; OData product query (public), download with a token made
   from the user's credentials (settings, else ~/.netrc) in `orbit_cdse.py`.
 
-`find` answers with a RemoteOrbit, or None for "not found"; it retries transient faults itself
-and raises ProvisioningError when the source cannot help. `fetch` makes one download attempt;
-the caller retries it together with the check of the file.
+`find` answers with a RemoteOrbit, or None for "not found"; it retries transient faults (the
+HTTP layer, `_http.py`) and raises ProvisioningError when the source cannot help. `fetch` makes
+one download attempt; the caller retries it together with the check of the file (`download`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 
+from insar_pipeline._http import HttpClient, Retryable, stream_to, with_retries
 from insar_pipeline.errors import ProvisioningError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.safe import Product
@@ -35,7 +36,6 @@ from insar_pipeline.orbits.files import (
     precise_expected,
     select_orbit,
 )
-from insar_pipeline.orbits.http import HttpClient, Retryable, stream_to, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def fetch_plain(http: HttpClient, remote: RemoteOrbit, dest: Path) -> int:
     if response.status_code != 200:
         response.close()
         raise ProvisioningError(f"{what}: HTTP {response.status_code}")
-    return stream_to(response, dest, what)
+    return stream_to(response, dest)
 
 
 class AsfSource:

@@ -1,1 +1,6 @@
-"""TODO."""
+"""One pair: the job and event records the schedulers pass around (`job`), preparing its folder
+(`prepare`), the decisions it keeps across runs (`decisions`) and running its phases with
+retries (`runner.run_pair`).
+
+May import: `georeuse`, `topsapp`, `inputs`, and the primitives.
+"""

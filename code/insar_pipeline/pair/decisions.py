@@ -9,15 +9,16 @@ pair gets (and the settings-change guard compares) is the one its finished steps
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from insar_pipeline._io import write_text
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 
 DECISIONS_NAME = "pair_decisions.json"
+# What the ledger, `status`, the run summary and the report say of a pair that dropped ESD.
+WITHOUT_ESD_NOTE = "coregistered without ESD: burst-boundary phase jumps may remain"
 
 
 @dataclass(frozen=True)
@@ -45,23 +46,22 @@ def read_decisions(run_dir: Path) -> PairDecisions:
 
 
 def record_decisions(run_dir: Path, decisions: PairDecisions) -> None:
-    """Write the pair's decisions atomically (temp file in the folder, fsync, rename)."""
-    path = run_dir / DECISIONS_NAME
-    fd, temp = tempfile.mkstemp(dir=run_dir, prefix=f".{DECISIONS_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(asdict(decisions), handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(temp).replace(path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Write the pair's decisions atomically."""
+    write_text(run_dir / DECISIONS_NAME, json.dumps(asdict(decisions), indent=1))
 
 
 def pair_settings(settings: Settings, run_dir: Path) -> Settings:
     """The settings this pair runs with: the run's, with the pair's own decisions applied."""
-    decisions = read_decisions(run_dir)
-    if decisions.esd_disabled and settings.esd != "false":
+    return apply_decisions(settings, read_decisions(run_dir))
+
+
+def apply_decisions(settings: Settings, decisions: PairDecisions) -> Settings:
+    """The settings with these decisions applied (pure).
+
+    A decision only fills in what the user left to the pair: "no ESD" applies under `ESD=auto`.
+    `ESD=true` is the user asking for ESD, so a pair that decided otherwise shows up as a change
+    of settings (refused once its steps used the other value), never silently overridden.
+    """
+    if decisions.esd_disabled and settings.esd == "auto":
         return settings.with_changes(esd="false")
     return settings

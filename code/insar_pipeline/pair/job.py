@@ -6,12 +6,28 @@ Plain picklable records: a job goes to wherever the pair runs, events and the re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, TypeAlias
 
 from insar_pipeline.topsapp.steps import Phase
 
 LOGS_DIR = "logs"  # in the pair folder: logs/<phase>.<attempt>.log
+
+PhaseKind: TypeAlias = Literal["start", "end"]
+CleanLevel: TypeAlias = Literal["none", "standard", "nuclear"]
+
+
+class PairStatus(StrEnum):
+    """A pair's status: in the ledger (pending, running, done, failed) and as a runner's result
+    (done, failed, interrupted, waiting). Written once here; compares equal to its value."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped (a signal, a time-out of the run): pending again
+    WAITING = "waiting"  # stopped before topo for a donor's geometry (georeuse): resubmitted
 
 
 @dataclass(frozen=True)
@@ -26,7 +42,7 @@ class PairJob:
     max_retries: int
     phase_timeout_s: float | None
     omp_threads: int
-    clean_level: str  # none | standard | nuclear, applied after success
+    clean_level: CleanLevel  # applied after success
     retry_backoff_s: float = 5.0  # first backoff; doubles per retry
     env: tuple[tuple[str, str], ...] = ()  # extra environment for topsApp children
     term_grace_s: float = 10.0  # SIGTERM -> SIGKILL delay when stopping or timing out
@@ -38,6 +54,10 @@ class PairJob:
     geometry_donors: tuple[Path, ...] = ()
     wait_for_geometry: bool = False
     keep_geometry: bool = False
+    # ESD=auto: the pair's topsApp.xml without ESD (pair/decisions.py), which the runner
+    # switches to when coregistration fails for lack of coherent burst overlaps; None when
+    # ESD is not the pair's to drop (ESD=true or false, or already dropped).
+    no_esd_xml: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -47,7 +67,7 @@ class PhaseEvent:
     pair_id: str
     phase: str
     attempt: int  # 1-based and numbered like logs/<phase>.<attempt>.log, across reruns too
-    kind: str  # "start" | "end"
+    kind: PhaseKind
     time: float  # time.time()
     returncode: int | None = None  # on "end"; negative = killed by that signal
     ok: bool | None = None
@@ -63,7 +83,7 @@ class PhaseEvent:
 @dataclass(frozen=True)
 class PairResult:
     pair_id: str
-    status: str  # "done" | "failed" | "interrupted" | "waiting" (stopped before topo, see job)
+    status: PairStatus  # done | failed | interrupted | waiting (stopped before topo, see job)
     phases_done: tuple[str, ...]  # every phase finished in the folder, earlier runs included
     attempts: dict[str, int]  # phase -> attempts used in this call
     error: str | None  # one line, e.g. "geometry: topsApp killed by SIGKILL ... (3 attempts)"
@@ -73,6 +93,7 @@ class PairResult:
     bytes_after_clean: int | None
     phase_wall_s: dict[str, float] = field(default_factory=dict)
     geometry_from: str | None = None  # the pair whose geometry this one took (hard links)
+    without_esd: bool = False  # coregistered without ESD by the pair's own decision (ESD=auto)
 
 
 # What an executor hands the coordinator: events while a pair runs, then its one result.

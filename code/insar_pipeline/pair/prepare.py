@@ -17,7 +17,7 @@ from insar_pipeline.dem.provision import geocode_dem_path
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
-from insar_pipeline.pair.decisions import pair_settings
+from insar_pipeline.pair.decisions import PairDecisions, apply_decisions, pair_settings
 from insar_pipeline.pair.job import LOGS_DIR, PairJob
 from insar_pipeline.topsapp.steps import finished_steps, phase_table
 from insar_pipeline.topsapp.xml import (
@@ -42,7 +42,7 @@ def prepare_pair(
     missing or when settings changed in a way that spoils finished steps.
     """
     run_dir = settings.run_dir(pair.id).resolve()
-    settings = pair_settings(settings, run_dir)
+    requested, settings = settings, pair_settings(settings, run_dir)
     _check_inputs(pair, orbit_files, dem)
     (run_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
     finished = finished_steps(run_dir)
@@ -63,6 +63,12 @@ def prepare_pair(
         phase_timeout_s=settings.phase_timeout_s,
         omp_threads=omp_threads,
         clean_level=settings.clean,
+        # ESD=auto and ESD still on: the XML the pair switches to if it must drop ESD.
+        no_esd_xml=pair_xml(
+            apply_decisions(requested, PairDecisions(esd_disabled=True)), pair, run_dir, dem
+        )
+        if requested.esd == "auto" and settings.esd != "false"
+        else None,
     )
 
 

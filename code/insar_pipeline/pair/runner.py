@@ -2,7 +2,9 @@
 
 `run_pair` runs anywhere (a coordinator thread or a Dask worker): each remaining phase is one
 topsApp child process, retried with backoff while failures look transient, checked for ISCE's
-silent failures, and the pair is cleaned when it is done. It holds no coordinator state: progress
+silent failures, and the pair is cleaned when it is done. With `ESD=auto`, a coregistration
+that fails for lack of coherent burst overlaps is run again from `subsetoverlaps` without ESD, the
+pair's own decision (pair/decisions.py), not a retry. It holds no coordinator state: progress
 leaves through `on_event`, the memory budget comes in through `gate`, and it never raises for a
 pair's failure. The job and result types live in `pair_job`, `prepare_pair` (run by the
 coordinator first) in `pair_prepare`; both are importable from here.
@@ -23,18 +25,34 @@ from datetime import datetime, timezone
 from insar_pipeline.errors import InputError, Interrupted
 from insar_pipeline.georeuse.key import TOPO
 from insar_pipeline.georeuse.link import clean_holding, reused_from, take_geometry
+from insar_pipeline.pair.decisions import (
+    DECISIONS_NAME,
+    WITHOUT_ESD_NOTE,
+    PairDecisions,
+    read_decisions,
+    record_decisions,
+)
 from insar_pipeline.pair.job import (
     LOGS_DIR,
     PairJob,
     PairResult,
+    PairStatus,
     PhaseEvent,
     PhaseGate,
     next_log_number,
 )
-from insar_pipeline.topsapp.checks import Verdict, classify, missing_outputs, read_log, tail
+from insar_pipeline.topsapp.checks import (
+    ESD_COHERENCE,
+    Verdict,
+    classify,
+    missing_outputs,
+    read_log,
+    tail,
+)
 from insar_pipeline.topsapp.child import run_child
 from insar_pipeline.topsapp.clean import clean_pair
 from insar_pipeline.topsapp.steps import (
+    STEPS,
     Phase,
     checkpoint_paths,
     discard_checkpoints,
@@ -42,9 +60,19 @@ from insar_pipeline.topsapp.steps import (
     remaining_phases,
     validate_phase_table,
 )
-from insar_pipeline.topsapp.xml import XML_NAME, RunFacts, read_properties, run_facts
+from insar_pipeline.topsapp.xml import (
+    XML_NAME,
+    RunFacts,
+    read_properties,
+    run_facts,
+    store_if_changed,
+)
 
 log = logging.getLogger(__name__)
+
+ESD_FIRST_STEP = "subsetoverlaps"  # where coregistration starts again without ESD
+# What the ESD steps leave behind (ISCE2_CONTRACT.md section 6); `<reference>/overlaps` too.
+ESD_FOLDERS = ("coarse_offsets", "coarse_coreg", "coarse_interferogram", "ESD")
 
 
 def run_pair(
@@ -57,30 +85,37 @@ def run_pair(
     run = _PairRun(job, on_event, gate, stop)
     problem = run.preflight()
     if problem:
-        return run.result("failed", error=problem)
+        return run.result(PairStatus.FAILED, error=problem)
     for phase in remaining_phases(job.run_dir, job.phases):
         if TOPO in phase.steps():
             if job.wait_for_geometry and not job.geometry_donors and phase.first == TOPO:
-                return run.result("waiting")  # the scheduler resubmits it with a donor
+                return run.result(PairStatus.WAITING)  # the scheduler resubmits it with a donor
             left = take_geometry(job, phase, on_event)
             if left is None:
                 continue
             phase = left
         status, verdict, text = run.phase(phase)
-        if status != "done":
+        if status != PairStatus.DONE:
             count = run.attempts.get(phase.name, 0)
-            error = "interrupted" if status == "interrupted" else verdict.reason
+            error = "interrupted" if status == PairStatus.INTERRUPTED else verdict.reason
             summary = f"{phase.name}: {error} ({count} attempt{'s' * (count != 1)})"
             return run.result(status, error=summary, tail_text=text, failed_phase=phase.name)
-    return run.result("done", cleaned=run.clean())
+    return run.result(PairStatus.DONE, cleaned=run.clean())
 
 
 class _PairRun:
     """One call of run_pair: its environment, counters and the attempt loop."""
 
-    def __init__(self, job: PairJob, on_event, gate: PhaseGate | None, stop) -> None:
+    def __init__(
+        self,
+        job: PairJob,
+        on_event: Callable[[PhaseEvent], None],
+        gate: PhaseGate | None,
+        stop: threading.Event | None,
+    ) -> None:
         self.job, self.on_event, self.gate, self.stop = job, on_event, gate, stop
         self.attempts: dict[str, int] = {}
+        self.reruns: dict[str, int] = {}  # attempts that were not retries (ESD dropped)
         self.walls: dict[str, float] = {}
         self.env = {**os.environ, "OMP_NUM_THREADS": str(job.omp_threads), **dict(job.env)}
         self.argv: list[str] = []
@@ -104,7 +139,7 @@ class _PairRun:
         self.argv = [executable, *argv[1:]]
         return None
 
-    def phase(self, phase: Phase) -> tuple[str, Verdict, str]:
+    def phase(self, phase: Phase) -> tuple[PairStatus, Verdict, str]:
         """Attempts of one phase until done, fatal, out of retries or stopped.
 
         Returns (status, verdict of the last attempt, tail of its log).
@@ -113,9 +148,9 @@ class _PairRun:
         while True:
             todo = remaining_phases(self.job.run_dir, [phase])
             if not todo:  # the last attempt was killed after writing its last checkpoint
-                return "done", Verdict(True), ""
+                return PairStatus.DONE, Verdict(True), ""
             if not self._acquire(phase):
-                return "interrupted", Verdict(False), ""
+                return PairStatus.INTERRUPTED, Verdict(False), ""
             self.attempts[phase.name] = self.attempts.get(phase.name, 0) + 1
             try:
                 verdict, text, stopped = self.attempt(phase, todo[0], number)
@@ -123,23 +158,65 @@ class _PairRun:
                 if self.gate is not None:
                     self.gate.release(self.job.pair_id, phase)
             if stopped:
-                return "interrupted", verdict, tail(text)
+                return PairStatus.INTERRUPTED, verdict, tail(text)
             if verdict.ok:
-                return "done", verdict, ""
-            if not verdict.transient or self.attempts[phase.name] > self.job.max_retries:
-                return "failed", verdict, tail(text)
-            backoff = self.job.retry_backoff_s * 2 ** (self.attempts[phase.name] - 1)
+                return PairStatus.DONE, verdict, ""
+            no_esd_xml = self._no_esd_xml(verdict, phase)
+            if no_esd_xml is not None:
+                self._drop_esd(phase, no_esd_xml)
+                self.reruns[phase.name] = self.reruns.get(phase.name, 0) + 1
+                number += 1
+                continue  # at once, and not a retry: MAX_RETRIES is for transient failures
+            retries = self.attempts[phase.name] - self.reruns.get(phase.name, 0)
+            if not verdict.transient or retries > self.job.max_retries:
+                return PairStatus.FAILED, verdict, tail(text)
+            backoff = self.job.retry_backoff_s * 2 ** (retries - 1)
             log.info(
                 "%s: retry %d of %d in %.3g s",
                 phase.name,
-                self.attempts[phase.name],
+                retries,
                 self.job.max_retries,
                 backoff,
                 extra={**self.extra, "phase": phase.name},
             )
             if self._stopped_within(backoff):
-                return "interrupted", verdict, tail(text)
+                return PairStatus.INTERRUPTED, verdict, tail(text)
             number += 1
+
+    def _no_esd_xml(self, verdict: Verdict, phase: Phase) -> bytes | None:
+        """The XML to go on without ESD when that answers this failure (ESD=auto), else None."""
+        if verdict.cause == ESD_COHERENCE and self.facts.do_esd and ESD_FIRST_STEP in phase.steps():
+            return self.job.no_esd_xml
+        return None
+
+    def _drop_esd(self, phase: Phase, xml: bytes) -> None:
+        """ESD=auto and no coherent overlap: coregister again from subsetoverlaps without ESD.
+
+        Order matters for a kill at any point: the checkpoints go first (a rerun then redoes
+        the ESD steps with the old XML and lands here again), then the decision (from then on
+        `pair_settings` gives the no-ESD XML), then the XML itself.
+        """
+        run_dir = self.job.run_dir
+        discard_checkpoints(run_dir, STEPS[STEPS.index(ESD_FIRST_STEP) :])
+        for folder in (*ESD_FOLDERS, f"{self.facts.reference_dir}/overlaps"):
+            shutil.rmtree(run_dir / folder, ignore_errors=True)
+        shutil.rmtree(run_dir / "geom_reference" / "overlaps", ignore_errors=True)
+        reason = self._esd_reason()
+        record_decisions(run_dir, PairDecisions(esd_disabled=True, reason=reason))
+        store_if_changed(run_dir / XML_NAME, xml)
+        self.facts = run_facts(read_properties(xml))
+        log.info(
+            "%s: topsApp.xml now has do ESD False (%s)",
+            phase.name,
+            DECISIONS_NAME,
+            extra={**self.extra, "phase": phase.name},
+        )
+
+    def _esd_reason(self) -> str:
+        return (
+            "ESD found no burst-overlap pixel with coherence above ESD_COHERENCE_THRESHOLD="
+            f"{self.facts.esd_coherence_threshold:g} (ESD=auto)"
+        )
 
     def _acquire(self, phase: Phase) -> bool:
         """Take the gate unless stopping; False means stop (nothing is held then)."""
@@ -222,9 +299,17 @@ class _PairRun:
                 timed_out=ended.timed_out,
                 timeout_s=job.phase_timeout_s,
                 log_name=shown,
+                steps=whole.steps(),
+                facts=self.facts,
             )
             if ended.returncode == 0 and not verdict.ok:
                 discard_checkpoints(job.run_dir, whole.steps())  # a rerun must redo them
+            if self._no_esd_xml(verdict, whole) is not None:  # not the user's to fix: say so
+                verdict = replace(
+                    verdict,
+                    reason=f"{self._esd_reason()}; rerunning from {ESD_FIRST_STEP} without ESD: "
+                    f"{WITHOUT_ESD_NOTE}; see {shown}",
+                )
         self._end(event, verdict, ended.returncode, ended.wall_s, ended.peak_rss_mb)
         return verdict, text, ended.stopped
 
@@ -272,7 +357,7 @@ class _PairRun:
 
     def result(
         self,
-        status: str,
+        status: PairStatus,
         *,
         error: str | None = None,
         tail_text: str | None = None,
@@ -292,7 +377,16 @@ class _PairRun:
             bytes_after_clean=cleaned[1],
             phase_wall_s=dict(self.walls),
             geometry_from=reused_from(self.job.run_dir, _topo_phase(self.job.phases)),
+            without_esd=self._without_esd(),
         )
+
+    def _without_esd(self) -> bool:
+        """Whether the pair runs without ESD by its own decision (not the user's ESD=false)."""
+        try:
+            decided = read_decisions(self.job.run_dir).esd_disabled
+        except InputError:
+            return False
+        return decided and not self.facts.do_esd
 
 
 def _topo_phase(phases: tuple[Phase, ...]) -> str:

@@ -3,17 +3,22 @@
 Wrapped phase in a cyclic colour map, unwrapped phase, coherence; each decimated on read to
 about `TARGET_PX` on its longer side, written atomically to `<run dir>/quicklooks/<kind>.png`
 (a folder every cleaning level keeps) and re-rendered only when its product is newer.
+
+Whoever ran the pair renders them as the pair finishes (`render_finished_pair`: the local
+executor's worker thread, the Dask worker), so `report` only links the PNGs it finds
+(`existing_quicklooks`, one directory listing per pair).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from insar_pipeline._io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,26 @@ def render_quicklooks(run_dir: Path, pair_id: str) -> list[Quicklook]:
             draw_png(data, extent, view, f"{pair_id} {view.title}", png)
         looks.append(Quicklook(view.kind, view.title, png, source))
     return looks
+
+
+def render_finished_pair(run_dir: Path, pair_id: str) -> int:
+    """Render a pair's quicklooks where it just finished; how many it has (0 when its products
+    cannot be drawn: the pair stays done, the report shows no quicklook for it)."""
+    try:
+        return len(render_quicklooks(run_dir, pair_id))
+    except (OSError, RuntimeError, ValueError) as err:
+        log.warning("quicklooks not rendered: %s", err, extra={"pair": pair_id})
+        return 0
+
+
+def existing_quicklooks(run_dir: str | Path) -> list[ProductView]:
+    """The views whose PNG a pair folder holds (`<run dir>/quicklooks/<kind>.png`), in VIEWS
+    order, without rendering anything: one directory listing, no path object per file."""
+    try:
+        names = {entry.name for entry in os.scandir(f"{run_dir}/{QUICKLOOK_DIR}")}
+    except OSError:  # no folder: not rendered (yet)
+        return []
+    return [view for view in VIEWS if f"{view.kind}.png" in names]
 
 
 def _first_existing(run_dir: Path, candidates: tuple[str, ...]) -> Path | None:
@@ -151,15 +176,8 @@ def draw_png(
     colorbar = figure.colorbar(image, ax=axes)
     colorbar.set_label(view.units)
     png.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png")
-        Path(temp).chmod(0o644)  # mkstemp makes 0600; a quicklook is for everyone who reads the run
-        Path(temp).replace(png)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_output(png) as temporary:
+        figure.savefig(temporary, format="png")
 
 
 def _limits(data: np.ndarray, kind: str) -> tuple[float, float]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from insar_pipeline.errors import InputError, Interrupted
+from insar_pipeline.topsapp.steps import Phase
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class MemoryBudget:
         with self._cond:
             return dict(self._held)
 
-    def acquire(self, pair_id: str, phase) -> None:
+    def acquire(self, pair_id: str, phase: Phase) -> None:
         key, weight = (pair_id, phase.name), self.weight(phase.name)
         started = time.monotonic()
         with self._cond:
@@ -229,7 +230,7 @@ class MemoryBudget:
         reserved = self.weight(oldest[1])
         return self._used + reserved + weight <= self.budget_gb + 1e-9
 
-    def release(self, pair_id: str, phase) -> None:
+    def release(self, pair_id: str, phase: Phase) -> None:
         with self._cond:
             weight = self._held.pop((pair_id, phase.name), 0.0)
             self._used = max(0.0, self._used - weight)

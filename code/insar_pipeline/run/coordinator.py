@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +30,13 @@ from insar_pipeline.errors import (
 )
 from insar_pipeline.georeuse.link import clean_holding
 from insar_pipeline.georeuse.plan import topo_phase
-from insar_pipeline.georeuse.run import GeometrySharing
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
-from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.ledger.reconcile import reconcile
+from insar_pipeline.ledger.store import Ledger, PairRow
+from insar_pipeline.pair.decisions import WITHOUT_ESD_NOTE
 from insar_pipeline.pair.job import Message, PairJob, PairResult, PhaseEvent
+from insar_pipeline.report.text import format_duration, text_table
 from insar_pipeline.run.budget import (
     MemoryBudget,
     Parallelism,
@@ -46,10 +48,9 @@ from insar_pipeline.run.dispatch import (
     PairPlan,
     dispatch_order,
     exit_code_of,
-    format_duration,
     plan_pair,
-    text_table,
 )
+from insar_pipeline.run.geometry import GeometrySharing
 from insar_pipeline.run.local import Executor
 from insar_pipeline.run.preflight import Preflight
 from insar_pipeline.run.progress import Progress
@@ -60,6 +61,7 @@ from insar_pipeline.topsapp.steps import Phase
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often the coordinator wakes without news (signals, progress lines)
+SUMMARY_TABLE_MAX = 200  # pairs in the end-of-run table; beyond, failed and unfinished ones
 EXCLUDED = "excluded before start"  # the ledger error of a pair preflight excluded begins so
 INTERNAL_STOP = "stopped by an internal error of the run (see data/runs/pipeline.log)"
 
@@ -231,6 +233,19 @@ class Coordinator:
         print(self._summary_text(summary), file=sys.stdout, flush=True)
         return summary
 
+    def timeseries(self) -> None:
+        """TIMESERIES=true: the stacks and MintPy after the pairs (a failure leaves the run)."""
+        if not self.settings.timeseries or self.stop.requested:
+            return
+        self.stage = "the time series"
+        from insar_pipeline.timeseries.command import run_timeseries, summary_text
+
+        try:
+            for result in run_timeseries(self.settings):
+                print(summary_text(result), end="", file=sys.stdout, flush=True)
+        except (OSError, RuntimeError, ValueError, PipelineError) as err:
+            log.error("time series not written: %s", err)  # noqa: TRY400 (the run stands)
+
     def report(self, summary: RunSummary) -> RunSummary:
         """report.html (unless the driver was asked not to write it)."""
         report = self._report() if self.write_report else None
@@ -274,8 +289,9 @@ class Coordinator:
             phases_total=len(self.phases),
             unlist_others=not self.settings.only,
         )
-        recorded = {row.pair_id: row.status for row in self.ledger.pairs(listed_only=False)}
-        self.ledger.reconcile(
+        recorded = self.ledger.pair_statuses()
+        reconcile(
+            self.ledger,
             {plan.pair_id: plan.phases_done for plan in plans},
             [phase.name for phase in self.phases],
         )
@@ -469,8 +485,16 @@ class Coordinator:
         )
 
     def _summary_text(self, summary: RunSummary) -> str:
-        rows = self.ledger.pairs(listed_only=False)
         wanted = set(self.outcome)
+        rows: Iterable[PairRow] = self.ledger.iter_pairs(listed_only=False)
+        hidden = ""
+        if len(wanted) > SUMMARY_TABLE_MAX:  # a large batch: the pairs that need attention
+            rows = [
+                *self.ledger.iter_pairs(False, ("failed",), SUMMARY_TABLE_MAX // 2),
+                *self.ledger.iter_pairs(False, ("pending", "running"), SUMMARY_TABLE_MAX // 2),
+            ]
+            listed = sum(row.pair_id in wanted for row in rows)
+            hidden = f"\n({len(wanted) - listed} more pairs not listed: `status --all` lists them)"
         table = text_table(
             ("pair", "state", "phases", "wall", "error"),
             [
@@ -485,6 +509,7 @@ class Coordinator:
                 if row.pair_id in wanted
             ],
         )
+        table += hidden
         totals = (
             f"{len(summary.done)} done, {len(summary.failed)} failed, {len(summary.pending)} "
             f"pending of {len(wanted)} pairs in {format_duration(summary.wall_s)}"
@@ -494,7 +519,11 @@ class Coordinator:
         if summary.excluded:
             totals += f"; {len(summary.excluded)} excluded before start (see the error column)"
         geometry = self.geometry.summary_line() if self.geometry else None
-        return f"{table}\n{totals}" + (f"\n{geometry}" if geometry else "")
+        without_esd = [row.pair_id for row in rows if row.pair_id in wanted and row.without_esd]
+        notes = [geometry] if geometry else []
+        if without_esd:
+            notes.append(f"{', '.join(without_esd)}: {WITHOUT_ESD_NOTE}")
+        return "\n".join([table, totals, *notes])
 
     def _report(self) -> Path | None:
         from insar_pipeline.report.html import write_report

@@ -1,10 +1,11 @@
-"""`run`: validate → preflight → lock → provision → prepare → dispatch → summarise → report.
+"""`run`: validate → preflight → lock → provision → prepare → dispatch → summarise → (time
+series when TIMESERIES=true) → report.
 
 `run_pipeline` reads as its stages, each one named call: `validate` and `preflight`
 (run/preflight.py, shared with `plan`) find every problem before anything is downloaded or
 written; the `Coordinator` (run/coordinator.py) does the stages after the lock. A stage of
-another concern plugs in as one more line here (e.g. search and download before `validate`, a
-time series after `report`).
+another concern plugs in as one more line here (e.g. search and download before `validate`; the
+time series goes before `report`, which links its pages).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 def run_command(settings: Settings, args: argparse.Namespace) -> int:
     """The `run` command of the CLI."""
+    from insar_pipeline.acquire.stage import prepare_inputs
+
+    prepare_inputs(settings)  # AOI set and no pairs.txt: search, download, write pairs.txt
     return run_pipeline(settings).exit_code
 
 
@@ -81,6 +85,7 @@ def run_pipeline(
                 jobs = run.prepare(provided)
                 run.dispatch(jobs)
                 summary = run.summarise()
+            run.timeseries()
             return run.report(summary)
         finally:
             run.progress.close()

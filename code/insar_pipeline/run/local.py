@@ -21,11 +21,24 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Protocol
 
 from insar_pipeline.errors import Interrupted
-from insar_pipeline.pair.job import Message, PairJob, PairResult, PhaseGate
+from insar_pipeline.pair.job import Message, PairJob, PairResult, PairStatus, PhaseGate
 
-RunPair = Callable[..., PairResult]
+
+class RunPair(Protocol):
+    """What runs one pair (`pair.runner.run_pair`, or a test's stand-in)."""
+
+    def __call__(
+        self,
+        job: PairJob,
+        *,
+        on_event: Callable[[Message], None],
+        gate: PhaseGate | None,
+        stop: threading.Event | None,
+    ) -> PairResult: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +81,19 @@ class LocalExecutor(Executor):
     name = "local"
 
     def __init__(
-        self, workers: int, gate: PhaseGate | None = None, run: RunPair | None = None
+        self,
+        workers: int,
+        gate: PhaseGate | None = None,
+        run: RunPair | None = None,
+        finish: Callable[[PairJob], object] | None = None,
     ) -> None:
         if run is None:
             from insar_pipeline.pair.runner import run_pair
 
             run = run_pair
+        # After a pair is done, in its worker thread: its quicklooks (the coordinator's main
+        # thread and `report` never render them).
+        self._finish = finish or _render_quicklooks
         self._workers = workers
         self._gate = gate
         self._run: RunPair = run
@@ -105,6 +125,8 @@ class LocalExecutor(Executor):
     def _work(self, job: PairJob) -> None:
         try:
             result = self._run(job, on_event=self._messages.put, gate=self._gate, stop=self._stop)
+            if result.status == "done":
+                self._finish(job)
         except Interrupted as err:
             result = _failed_result(job.pair_id, "interrupted", str(err))
         except Exception as err:  # a bug must fail this pair only, never the run
@@ -139,10 +161,17 @@ class LocalExecutor(Executor):
             thread.join(timeout=30)
 
 
+def _render_quicklooks(job: PairJob) -> int:
+    from insar_pipeline.report.quicklook import render_finished_pair
+
+    return render_finished_pair(job.run_dir, job.pair_id)
+
+
 def _failed_result(pair_id: str, status: str, error: str) -> PairResult:
+
     return PairResult(
         pair_id=pair_id,
-        status=status,
+        status=PairStatus(status),
         phases_done=(),
         attempts={},
         error=error,

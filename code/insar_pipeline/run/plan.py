@@ -10,6 +10,7 @@ checkpoints.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product, is_product_path
 from insar_pipeline.orbits.provision import describe_orbit_plan
 from insar_pipeline.run.preflight import preflight, validate
+from insar_pipeline.timeseries.grid import grid_notes
 from insar_pipeline.topsapp.steps import Phase, phase_table
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PairPlan:
+class PairPreview:
     """What `run` would do for one pair."""
 
     pair: Pair
@@ -48,7 +50,7 @@ class Plan:
     pairs_file: Path
     data_dir: Path
     settings: tuple[tuple[str, str], ...]  # (label, value) lines of the settings that matter
-    pairs: tuple[PairPlan, ...]
+    pairs: tuple[PairPreview, ...]
     orbits: Mapping[str, str] = field(default_factory=dict)  # scene name -> cached / source
     dems: tuple[DemPlan, ...] = ()
     blockers: tuple[str, ...] = ()  # what would stop provisioning (missing key, geoid grid)
@@ -86,7 +88,7 @@ def build_plan(
         pairs_file=settings.pairs_file,
         data_dir=settings.data_dir,
         settings=_settings_summary(settings),
-        pairs=tuple(PairPlan(pair, left.get(pair.id, table), len(table)) for pair in pairs),
+        pairs=tuple(PairPreview(pair, left.get(pair.id, table), len(table)) for pair in pairs),
         orbits=dict(orbits or {}),
         dems=dems,
         blockers=blockers,
@@ -128,6 +130,10 @@ def render_plan(plan: Plan) -> str:
     lines += _render_dems(plan.dems)
     lines += [f"warning: {blocker}" for blocker in (*plan.blockers, *plan.warnings)]
     lines += _render_geometry(plan)
+    lines += grid_notes(
+        {item.pair.id: str(item.pair.reference.relative_orbit) for item in plan.pairs},
+        {pair_id: dem.path for dem in plan.dems for pair_id in dem.pair_ids},
+    )
     runs = [item for item in plan.pairs if item.phases and item.pair.id not in plan.excluded]
     phases = sum(len(item.phases) for item in runs)
     done = sum(1 for item in plan.pairs if not item.phases)
@@ -170,14 +176,14 @@ def _render_geometry(plan: Plan) -> list[str]:
 def _render_dems(dems: tuple[DemPlan, ...]) -> list[str]:
     lines = ["", f"DEM: {_count(len(dems), 'DEM')}"] if dems else []
     for dem in dems:
-        state = "cached" if dem.cached else f"download in {_count(len(dem.tiles), 'request')}"
+        state = "cached" if dem.cached else dem.fetch_summary
         lines.append(
             f"  {dem.path.name}  box {dem.bbox}  {state}  for {_count(len(dem.pair_ids), 'pair')}"
         )
     return lines
 
 
-def _render_pair(item: PairPlan, pairs_file: Path, orbits: Mapping[str, str]) -> list[str]:
+def _render_pair(item: PairPreview, pairs_file: Path, orbits: Mapping[str, str]) -> list[str]:
     pair = item.pair
     days = (pair.secondary.date - pair.reference.date).days
     where = f"{pairs_file}:{pair.line}" if pair.line else "generated"
@@ -190,7 +196,7 @@ def _render_pair(item: PairPlan, pairs_file: Path, orbits: Mapping[str, str]) ->
     ]
 
 
-def _render_phases(item: PairPlan) -> str:
+def _render_phases(item: PairPreview) -> str:
     if not item.phases:
         return "none left: the pair is done"
     names = " ".join(phase.name for phase in item.phases)
@@ -199,18 +205,21 @@ def _render_phases(item: PairPlan) -> str:
     return f"{names}  (resumes at topsApp step {item.phases[0].first})"
 
 
-def _render_scene(role: str, product: Product, orbit: str | None) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # a scene is in many pairs: its lines are made once
+def _render_scene(role: str, product: Product, orbit: str | None) -> tuple[str, ...]:
     lines = [
         f"  {role:<9}  {product.path.name}",
         f"             {product.start:%Y-%m-%d %H:%M:%S.%f} to {product.stop:%H:%M:%S.%f} UTC",
     ]
     if orbit:
         lines.append(f"             orbit {orbit}")
-    return lines
+    return tuple(lines)
 
 
 def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     """Validate everything `run` needs and print the plan; exit 0, or InputError (exit 2)."""
+    if show_acquisition(settings):  # AOI set: the search, and data/raw's share of it
+        return 0
     if not settings.data_dir.is_dir():
         raise InputError(
             f"data folder {settings.data_dir} does not exist; create it with a raw/ folder"
@@ -234,6 +243,25 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     log.debug("plan: %d pairs, %d phases", len(plan.pairs), plan.phase_count)
     sys.stdout.write(render_plan(plan))
     return 0
+
+
+def show_acquisition(settings: Settings) -> bool:
+    """Print the search result when AOI is set; True when `run` would download first (no
+    pairs.txt yet), so that there is nothing more to plan."""
+    from insar_pipeline.acquire.stage import describe
+
+    text = describe(settings)
+    if text is None:
+        return False
+    sys.stdout.write(text)
+    if settings.pairs_file.exists():
+        sys.stdout.write(f"\n{settings.pairs_file} exists: `run` processes its pairs.\n\n")
+        return False
+    sys.stdout.write(
+        f"\n`run` would download what is missing, write {settings.pairs_file} from this network,"
+        " then process it. Nothing was downloaded.\n"
+    )
+    return True
 
 
 def check_raw_dir(raw_dir: Path) -> None:

@@ -12,9 +12,12 @@ import logging
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import IO
 
 from tqdm import tqdm
+
+from insar_pipeline.download import Download
+from insar_pipeline.pair.job import PairResult, PairStatus, PhaseEvent
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class Progress:
                 desc="downloads", unit="B", unit_scale=True, file=self.stream, leave=False
             )
 
-    def download(self, download: Any) -> None:
+    def download(self, download: Download) -> None:
         with self._lock:
             if self._downloads_bar is not None:
                 self._downloads_bar.update(download.bytes or 0)
@@ -82,20 +85,20 @@ class Progress:
             )
             self._refresh()
 
-    def phase_event(self, event: Any) -> None:
+    def phase_event(self, event: PhaseEvent) -> None:
         if event.kind == "start":
             suffix = f" (attempt {event.attempt})" if event.attempt > 1 else ""
             self.running[event.pair_id] = f"{event.phase}{suffix}"
         self._refresh()
         self.tick()
 
-    def pair_result(self, result: Any) -> None:
+    def pair_result(self, result: PairResult) -> None:
         self.running.pop(result.pair_id, None)
-        if result.status == "done":
+        if result.status == PairStatus.DONE:
             self.done += 1
-        elif result.status == "failed":
+        elif result.status == PairStatus.FAILED:
             self.failed += 1
-        if self._pairs_bar is not None and result.status in ("done", "failed"):
+        if self._pairs_bar is not None and result.status in (PairStatus.DONE, PairStatus.FAILED):
             self._pairs_bar.update(1)
         self._refresh()
 
@@ -147,7 +150,7 @@ class Progress:
                 handler, logging.StreamHandler
             ):
                 previous = handler.stream
-                handler.setStream(_TqdmWriter(previous))  # type: ignore[arg-type]
+                handler.setStream(_TqdmWriter(previous))
                 self._redirected.append((handler, previous))
 
 

@@ -15,6 +15,7 @@ import argparse
 import fnmatch
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 # folder level, `**` spans any number of them.
 _ALWAYS = (
     "topsApp.xml",
+    "pair_decisions.json",  # pair/decisions.py: what the pair decided for itself (no ESD)
     "topsProc.xml",
     "*.log",
     "logs/**",
@@ -114,7 +116,7 @@ def _clean(run_dir: Path, level: str, hold: tuple[str, ...] = ()) -> tuple[dict,
     return before, after, removed
 
 
-def _entries(run_dir: Path):
+def _entries(run_dir: Path) -> Iterator[tuple[Path, str]]:
     """(path, relative path) of every file and symlink under run_dir, links not followed."""
     for root, folders, files in os.walk(run_dir):  # followlinks=False: never leaves the pair
         base = Path(root)

@@ -140,8 +140,8 @@ def remaining_phases(run_dir: Path, phases: Iterable[Phase]) -> tuple[Phase, ...
     remaining: list[Phase] = []
     for phase in phases:
         todo = [step for step in phase.steps() if step not in finished]
-        if todo:
-            remaining.append(replace(phase, first=todo[0]))
+        if todo:  # the phase itself when untouched (no copy per pair of a large batch)
+            remaining.append(phase if todo[0] == phase.first else replace(phase, first=todo[0]))
     return tuple(remaining)
 
 

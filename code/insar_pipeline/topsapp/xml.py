@@ -18,11 +18,11 @@ from pathlib import Path
 
 from lxml import etree
 
+from insar_pipeline._io import atomic_output, write_bytes
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product
-from insar_pipeline.isce_image import atomic_write
 
 XML_NAME = "topsApp.xml"
 ORBIT_DIR = "orbits"
@@ -48,7 +48,8 @@ PROPERTY_RULES: dict[str, tuple[str, str]] = {
     "unwrappername": ("unwrap", "UNWRAPPER"),
     "doionospherecorrection": ("ion", "IONOSPHERE"),
     "applyionospherecorrection": ("ion", "IONOSPHERE"),
-    "doesd": ("subsetoverlaps", "do ESD"),
+    "doesd": ("subsetoverlaps", "ESD"),
+    "esdcoherencethreshold": ("esd", "ESD_COHERENCE_THRESHOLD"),
     "demfilename": ("verifyDEM", "the DEM (ROI, DEM_TYPE)"),
     "geocodedemfilename": ("geocode", "the DEM (ROI, DEM_TYPE)"),
     "geocodeboundingbox": ("geocode", "GEOCODE_BBOX"),
@@ -59,6 +60,9 @@ PROPERTY_RULES: dict[str, tuple[str, str]] = {
     "secondary.polarization": ("preprocess", "POLARIZATION"),
 }
 _DEFAULT_RULE = ("preprocess", "the pair's inputs")
+# ISCE's defaults of properties a topsApp.xml may leave out (applications/topsApp.py): an absent
+# property and its default are the same configuration, not a change.
+ISCE_DEFAULTS: dict[str, str] = {"doesd": "True", "esdcoherencethreshold": "0.85"}
 
 
 def normalize(name: str) -> str:
@@ -91,7 +95,10 @@ def topsapp_xml(
     _property(insar, "range looks", str(settings.range_looks))
     _property(insar, "azimuth looks", str(settings.azimuth_looks))
     _property(insar, "filter strength", repr(float(settings.filter_strength)))
-    _property(insar, "do ESD", "True")  # ISCE's default, written so the file says what runs
+    do_esd = settings.esd != "false"  # auto starts with ESD; the pair may decide otherwise
+    _property(insar, "do ESD", str(do_esd))
+    if do_esd:  # read by the esd step only: without ESD it would be a change that changes nothing
+        _property(insar, "ESD coherence threshold", repr(float(settings.esd_coherence_threshold)))
     _property(insar, "do unwrap", str(settings.unwrap))
     _property(insar, "unwrapper name", settings.unwrapper)
     _property(insar, "do ionosphere correction", str(settings.ionosphere))
@@ -126,7 +133,7 @@ def store_if_changed(path: Path, data: bytes) -> bool:
     """Write data atomically unless the file already holds exactly it; True when written."""
     if path.is_file() and path.read_bytes() == data:
         return False
-    atomic_write(path, data)
+    write_bytes(path, data)
     return True
 
 
@@ -144,13 +151,12 @@ def link_orbit_files(orbit_dir: Path, files: list[Path]) -> None:
         target = orbit_dir / name
         if target.exists() and _same_file(source, target):
             continue
-        temporary = orbit_dir / f".{name}.part"
-        temporary.unlink(missing_ok=True)
-        try:
-            os.link(source, temporary)
-        except OSError:
-            shutil.copy2(source, temporary)
-        temporary.replace(target)
+        with atomic_output(target, mode=None) as temporary:  # a hard link shares the mode
+            temporary.unlink()
+            try:
+                os.link(source, temporary)
+            except OSError:
+                shutil.copy2(source, temporary)
 
 
 def read_properties(data: bytes) -> dict[str, str]:
@@ -190,9 +196,10 @@ def setting_changes(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[Cha
     """The properties that differ between two flattened topsApp.xml files, sorted by key."""
     changes = []
     for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
+        before, after = (values.get(key, ISCE_DEFAULTS.get(key)) for values in (old, new))
+        if before != after:
             step, setting = PROPERTY_RULES.get(key, _DEFAULT_RULE)
-            changes.append(Change(key, old.get(key), new.get(key), step, setting))
+            changes.append(Change(key, before, after, step, setting))
     return tuple(changes)
 
 
@@ -206,19 +213,33 @@ class RunFacts:
     do_unwrap: bool
     do_unwrap_2stage: bool
     do_ionosphere: bool
+    do_esd: bool = True
+    esd_coherence_threshold: float = 0.85
+    unwrapper: str = "icu"
 
 
 def run_facts(properties: Mapping[str, str]) -> RunFacts:
     """Read the facts from flattened properties with ISCE's defaults and boolean rules."""
     swaths = _isce_value(properties.get("swaths", "")) or [1, 2, 3]
+    listed = swaths if isinstance(swaths, list | tuple) else [swaths]
     return RunFacts(
-        swaths=tuple(int(swath) for swath in swaths),
+        swaths=tuple(int(str(swath)) for swath in listed),
         reference_dir=properties.get("reference.outputdirectory", "reference"),
         secondary_dir=properties.get("secondary.outputdirectory", "secondary"),
         do_unwrap=bool(_isce_value(properties.get("dounwrap", "False"))),
         do_unwrap_2stage=bool(_isce_value(properties.get("dounwrap2stage", "False"))),
         do_ionosphere=bool(_isce_value(properties.get("doionospherecorrection", "False"))),
+        do_esd=bool(_isce_value(properties.get("doesd", "True"))),
+        esd_coherence_threshold=_float(properties.get("esdcoherencethreshold"), 0.85),
+        unwrapper=properties.get("unwrappername") or "icu",
     )
+
+
+def _float(text: str | None, default: float) -> float:
+    try:
+        return float(text) if text else default
+    except ValueError:
+        return default
 
 
 def _isce_value(text: str) -> object:

@@ -8,7 +8,6 @@ checks its workers before any pair is submitted).
 from __future__ import annotations
 
 import logging
-import re
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,18 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from insar_pipeline.errors import InputError
-from insar_pipeline.inputs.config import Settings
+from insar_pipeline.inputs.config import JOBQUEUE_KINDS, Settings
 
 log = logging.getLogger(__name__)
 
 # The worker resource that bounds how many pairs a worker runs at once (GB of RAM).
 MEMORY_RESOURCE = "MEMORY_GB"
-JOBQUEUE_KINDS = ("slurm", "pbs", "sge")
 # A scheduler that cannot be reached, or a LocalCluster worker that does not start, is a setup
 # problem the user must fix; batch jobs may wait in a queue for hours, so they have no limit.
 CONNECT_TIMEOUT_S = 30.0
-_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ws|wss|ucx)://)?\[?[\w.\-:]+\]?:\d{1,5}/?$")
-_WALLTIME = re.compile(r"^(?:\d+-)?\d+(?::\d{1,2}){0,2}$")
 # Where workers import the package from: the folder holding `insar_pipeline/`.
 CODE_DIR = Path(__file__).resolve().parents[1]
 
@@ -48,7 +44,7 @@ def plan_cluster(settings: Settings, local_workers: int, budget_gb: float) -> Cl
     """The cluster `settings` ask for (DASK_SCHEDULER and the DASK_* keys).
 
     `local_workers` and `budget_gb` (RAM minus reserve) size a LocalCluster the way the local
-    executor sizes its pool. Raises InputError naming the key when a value cannot work.
+    executor sizes its pool. The keys were checked together when the settings were made.
     """
     scheduler = (settings.dask_scheduler or "local").strip()
     kind = scheduler.lower()
@@ -59,27 +55,13 @@ def plan_cluster(settings: Settings, local_workers: int, budget_gb: float) -> Cl
         return _jobqueue_plan(settings, kind)
     if scheduler.endswith(".json"):
         return ClusterPlan("scheduler-file", scheduler, 0, 0, None)
-    if _ADDRESS.match(scheduler):
-        return ClusterPlan("address", scheduler, 0, 0, None)
-    raise InputError(
-        f"DASK_SCHEDULER={scheduler!r} is not understood: use local, slurm, pbs, sge, a scheduler "
-        "address such as tcp://host:8786, or a scheduler file (scheduler.json)"
-    )
+    return ClusterPlan("address", scheduler, 0, 0, None)
 
 
 def _jobqueue_plan(settings: Settings, kind: str) -> ClusterPlan:
-    if not _WALLTIME.match(settings.dask_walltime.strip()):
-        raise InputError(
-            f"DASK_WALLTIME={settings.dask_walltime!r} is invalid: use HH:MM:SS (or D-HH:MM:SS)"
-        )
-    # A job's RAM also holds the Dask worker and the node's own processes: keep the same
-    # reserve as on a local machine (MEMORY_RESERVE_GB).
+    # A job's RAM also holds the Dask worker and the node's own processes: the same reserve
+    # as on a local machine (MEMORY_RESERVE_GB; Settings checked that some is left).
     usable = settings.dask_memory_gb - settings.memory_reserve_gb
-    if usable <= 0:
-        raise InputError(
-            f"DASK_MEMORY_GB={settings.dask_memory_gb:g} leaves no memory for pairs after "
-            f"MEMORY_RESERVE_GB={settings.memory_reserve_gb:g}: request more memory per job"
-        )
     return ClusterPlan(kind, None, settings.dask_jobs, settings.dask_cores, round(usable, 3))
 
 

@@ -20,11 +20,10 @@ from contextlib import ExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from insar_pipeline.inputs.config import Settings
-from insar_pipeline.pair.job import Message, PhaseEvent
+from insar_pipeline.inputs.config import JOBQUEUE_KINDS, Settings
+from insar_pipeline.pair.job import Message, PairStatus, PhaseEvent
 from insar_pipeline.run.budget import Parallelism, phase_weights
 from insar_pipeline.run.dask.cluster import (
-    JOBQUEUE_KINDS,
     MEMORY_RESOURCE,
     ClusterPlan,
     local_worker_count,
@@ -212,16 +211,16 @@ class DaskExecutor(Executor):
             events, result = self._executions.finish(pair_id, outcome, time.time())
             return [*caught, *events, result]
         if future.cancelled():
-            status, reason = "interrupted", "stopped before it started on a Dask worker"
+            status, reason = PairStatus.INTERRUPTED, "stopped before it started on a Dask worker"
         else:
-            status, reason = "failed", _describe_failure(future.exception())
+            status, reason = PairStatus.FAILED, _describe_failure(future.exception())
         events, attempts, open_phase = self._executions.abandon(pair_id, reason, time.time())
         abandoned: PairResult = replace(
             not_run_result(pair_id, status, reason, _phases_done(job)),
             attempts=attempts,
-            failed_phase=open_phase if status == "failed" else None,
+            failed_phase=open_phase if status == PairStatus.FAILED else None,
         )
-        if status == "failed":
+        if status == PairStatus.FAILED:
             log.error("%s", reason, extra={"pair": pair_id})
         return [*events, abandoned]
 

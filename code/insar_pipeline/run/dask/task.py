@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from insar_pipeline.pair.job import PairStatus
+
 if TYPE_CHECKING:
     from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent
 
@@ -79,9 +81,13 @@ def run_pair_task(job: PairJob, topic: str, run_id: str) -> TaskOutcome:
     with exclusive(job.run_dir / XML_NAME, stop) as owned:
         if not owned:
             return TaskOutcome(
-                token, 0, not_run_result(job.pair_id, "interrupted", "stopped"), host
+                token, 0, not_run_result(job.pair_id, PairStatus.INTERRUPTED, "stopped"), host
             )
         result = run_pair(job, on_event=send, stop=stop)
+        if result.status == "done":  # rendered here, on the worker, once per finished pair
+            from insar_pipeline.report.quicklook import render_finished_pair
+
+            render_finished_pair(job.run_dir, job.pair_id)
     return TaskOutcome(token, sent, result, host)
 
 
@@ -119,14 +125,14 @@ def exclusive(xml: Path, stop: threading.Event) -> Iterator[bool]:
 def _unseen_run_dir(job: PairJob, host: str, xml_name: str) -> PairResult:
     return not_run_result(
         job.pair_id,
-        "failed",
+        PairStatus.FAILED,
         f"Dask worker on {host} cannot see {job.run_dir / xml_name}: every worker must "
         "mount the data folder at the same path as the coordinator",
     )
 
 
 def not_run_result(
-    pair_id: str, status: str, error: str, phases_done: tuple[str, ...] = ()
+    pair_id: str, status: PairStatus, error: str, phases_done: tuple[str, ...] = ()
 ) -> PairResult:
     """A PairResult for a pair whose runner did not run (or did not return)."""
     from insar_pipeline.pair.job import PairResult

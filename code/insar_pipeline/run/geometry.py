@@ -1,7 +1,7 @@
 """The coordinator's duties for geometry reuse (GEOMETRY_REUSE, on by default).
 
 `GeometrySharing` reads the pair folders once at the start of a run (`survey`), feeds the pure
-`georeuse_plan.GeometryReuse` with the executor's messages, cleans the pairs whose held geometry
+`georeuse.plan.GeometryReuse` with the executor's messages, cleans the pairs whose held geometry
 is no longer needed, keeps the ledger's `geometry_from` in step with the folders, and sums up
 what reuse saved. It runs in the coordinator's main thread, the ledger's only writer.
 """
@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from insar_pipeline.errors import PipelineError
 from insar_pipeline.georeuse.key import BEFORE_TOPO, TOPO, missing_geometry, predicted_key
 from insar_pipeline.georeuse.link import GEOMETRY_DIR, HELD_MARKER, reused_from
 from insar_pipeline.georeuse.plan import GeometryReuse, PairGeometry, topo_phase
-from insar_pipeline.run.dispatch import format_duration
+from insar_pipeline.inputs.config import Settings
+from insar_pipeline.inputs.pairs import Pair
+from insar_pipeline.ledger.store import Ledger
+from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent
+from insar_pipeline.report.text import format_duration
 from insar_pipeline.topsapp.clean import clean_pair
-from insar_pipeline.topsapp.steps import finished_steps
+from insar_pipeline.topsapp.steps import Phase, finished_steps
 from insar_pipeline.topsapp.xml import XML_NAME
 
 log = logging.getLogger(__name__)
@@ -55,19 +58,21 @@ def survey(runs: Mapping[str, Path], to_run: Iterable[str]) -> list[PairGeometry
 class GeometrySharing:
     """One run's geometry reuse: what the coordinator calls, in the order it calls it."""
 
-    def __init__(self, settings: Any, ledger: Any, phases: Sequence[Any]) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger, phases: Sequence[Phase]) -> None:
         self.settings, self.ledger = settings, ledger
         self.phase = topo_phase(phases)
         self.reuse: GeometryReuse | None = None
 
-    def plan(self, pairs: Sequence[Any], jobs: list[Any]) -> list[Any]:
+    def plan(self, pairs: Sequence[Pair], jobs: list[PairJob]) -> list[PairJob]:
         """Group the pairs, sync the ledger with the folders; return the jobs, donors first."""
         if not self.settings.geometry_reuse or not jobs:
             return jobs
         if self.phase is None:
             log.info("geometry reuse is off: topo does not start a phase of its own")
             return jobs
-        runs = {pair.id: self.settings.run_dir(pair.id).resolve() for pair in pairs}
+        # The runs folder resolved once, not each pair folder (a realpath per pair of 100,000).
+        base = self.settings.runs_dir.resolve()
+        runs = {pair.id: base / pair.id for pair in pairs}
         found = survey(runs, [job.pair_id for job in jobs])
         self._sync_ledger(found)
         self.reuse = GeometryReuse(found, self.phase)
@@ -78,14 +83,14 @@ class GeometrySharing:
     def is_ready(self, pair_id: str) -> bool:
         return self.reuse is None or self.reuse.is_ready(pair_id)
 
-    def job_for(self, job: Any) -> Any:
+    def job_for(self, job: PairJob) -> PairJob:
         return job if self.reuse is None else self.reuse.job_for(job)
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: PhaseEvent) -> None:
         if self.reuse is not None:
             self._clean_again(self.reuse.on_event(event))
 
-    def on_result(self, result: Any) -> None:
+    def on_result(self, result: PairResult) -> None:
         if self.reuse is not None:
             self._clean_again(self.reuse.on_result(result))
 
@@ -96,7 +101,7 @@ class GeometrySharing:
         """
         if self.reuse is None:
             return 0, 0, 0.0
-        sources = {row.pair_id: row.geometry_from for row in self.ledger.pairs(False)}
+        sources: dict[str, str | None] = dict(self.ledger.geometry_sources())
         sources.update(self.reuse.reused)
         saved = sum(self._topo_wall(donor, sources) for donor in self.reuse.reused.values())
         return len(self.reuse.computed_s), len(self.reuse.reused), saved
@@ -117,9 +122,10 @@ class GeometrySharing:
 
     def _sync_ledger(self, found: Sequence[PairGeometry]) -> None:
         """A coordinator killed right after a link may not have recorded it: folders win."""
-        recorded = {row.pair_id: row.geometry_from for row in self.ledger.pairs(False)}
+        recorded = self.ledger.geometry_sources()
         for pair in found:
-            if pair.pair_id in recorded and recorded[pair.pair_id] != pair.reused_from:
+            # Every pair of the run is registered by now: an update of an unknown id is a no-op.
+            if recorded.get(pair.pair_id) != pair.reused_from:
                 self.ledger.set_pair(pair.pair_id, geometry_from=pair.reused_from)
 
     def _clean_again(self, folders: Sequence[Path]) -> None:
@@ -148,6 +154,6 @@ class GeometrySharing:
                     for row in self.ledger.phase_rows(donor)
                     if row["phase"] == self.phase and row["ok"] and row["wall_s"]
                 ]
-                return float(rows[-1]["wall_s"]) if rows else 0.0
+                return float(str(rows[-1]["wall_s"])) if rows else 0.0
             donor = earlier
         return 0.0
