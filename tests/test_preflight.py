@@ -98,20 +98,23 @@ def test_topsapp_must_resolve_and_be_executable(tmp_path):
 
 def test_every_settings_problem_is_reported_at_once(tmp_path):
     batch = make_batch(tmp_path, 2)
+    with batch.pairs_file.open("a") as lines:
+        lines.write("no-such-product.SAFE other.SAFE\n")
     settings = settings_for(
         batch,
         topsapp=str(tmp_path / "nope" / "topsApp.py"),
-        memory_reserve_gb=100.0,  # more than the 64 GB planned with
-        executor="dask",
-        dask_scheduler="local",
-        dask_memory_gb=1000.0,
+        memory_total_gb=None,  # detected: only the check before the run can compare
+        memory_reserve_gb=1e6,
     )
     with pytest.raises(InputError) as caught:
         validate(settings)
     message = str(caught.value)
-    assert "TOPSAPP:" in message and "MEMORY_RESERVE_GB=100" in message
+    assert "pairs.txt:3:" in message  # pairs.txt, the TOPSAPP command and the memory at once
+    assert "TOPSAPP:" in message and "MEMORY_RESERVE_GB=1e+06" in message
     # On a cluster, topsApp is looked up on the workers: here only a warning.
-    remote = settings.with_changes(dask_scheduler="slurm", memory_reserve_gb=2.0)
+    remote = settings.with_changes(
+        executor="dask", dask_scheduler="slurm", memory_total_gb=64.0, memory_reserve_gb=2.0
+    )
     problems, warnings = preflight_module.settings_problems(remote)
     assert not any("TOPSAPP" in p for p in problems) and "this machine only" in warnings[0]
 

@@ -129,6 +129,7 @@ REACH: dict[str, Reach | Owned] = {
     "FRAME": Owned(14, "the scene search request"),
     "PLATFORMS": Owned(14, "the scene search request"),
     "INPUT_LEVEL": Owned(14, "scene or burst search and download"),
+    "DOWNLOAD_WORKERS": Owned(14, "files `download` fetches at once"),
     "EARTHDATA_TOKEN": Owned(14, "the download's Earthdata login (secret)"),
     "EARTHDATA_USERNAME": Owned(14, "the download's Earthdata login"),
     "EARTHDATA_PASSWORD": Owned(14, "the download's Earthdata login (secret)"),
