@@ -119,8 +119,8 @@ REACH: dict[str, Reach | Owned] = {
         "request", "/cop2", base=(("dem_source", "copernicus"),), why="each bucket tile read"
     ),
     # Owned by other engineers this round.
-    "ESD": Owned(12, "topsApp's `do ESD` and the auto fallback: the ESD helper's"),
-    "ESD_COHERENCE_THRESHOLD": Owned(12, "topsApp's `ESD coherence threshold`: the ESD helper's"),
+    "ESD": Reach("xml", "false", why="`do ESD` (auto starts with it; the pair may drop it)"),
+    "ESD_COHERENCE_THRESHOLD": Reach("xml", 0.7, why="`ESD coherence threshold`"),
     "AOI": Owned(14, "the scene search request"),
     "START": Owned(14, "the scene search request"),
     "END": Owned(14, "the scene search request"),
