@@ -8,7 +8,8 @@ without an entry fails): the value to change it to, and where the change must sh
 - "plan": the text `plan` prints (same validate and preflight as `run`);
 - "request": the download requests: the DEM tile requests, and what a loopback server received
   from the orbit clients (ASF, AWS, CDSE search and login);
-- "cluster": the Dask cluster plan and the arguments of its dask-jobqueue cluster.
+- "cluster": the Dask cluster plan and the arguments of its dask-jobqueue cluster;
+- "mintpy": the smallbaselineApp.cfg the time series writes.
 
 Keys owned by another engineer this round are `Owned` entries (the integrator completes them).
 """
@@ -136,7 +137,7 @@ REACH: dict[str, Reach | Owned] = {
     "CMR_HOST": Owned(14, "the scene search service"),
     "EDL_HOST": Owned(14, "the Earthdata login service"),
     "TIMESERIES": Owned(15, "the time-series stage after `run`"),
-    "REFERENCE_LALO": Owned(15, "MintPy's reference point"),
+    "REFERENCE_LALO": Reach("mintpy", "51.6,-126.8", why="MintPy's reference point"),
 }
 
 
@@ -340,12 +341,20 @@ def seen_in_cluster(settings: Settings, loopback: Any) -> Any:
     return plan, sorted((name, repr(value)) for name, value in recorded.items())
 
 
+def seen_in_mintpy(settings: Settings, loopback: Any) -> str:
+    """The smallbaselineApp.cfg the time series writes (its pure text)."""
+    from insar_pipeline.timeseries.mintpy_app import config_text
+
+    return config_text([], settings.reference_lalo)
+
+
 SEEN: dict[str, Callable[[Settings, Any], Any]] = {
     "xml": seen_in_xml,
     "job": seen_in_job,
     "plan": seen_in_plan,
     "request": seen_in_requests,
     "cluster": seen_in_cluster,
+    "mintpy": seen_in_mintpy,
 }
 
 
