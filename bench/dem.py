@@ -240,7 +240,7 @@ def _bucket_tiles(folder: Path, boxes) -> int:
                 continue
             lats = tile.lat + 1 - np.arange(3600) / 3600
             lons = tile.lon + np.arange(3600) / 3600
-            make_cog_tile(folder, tile.lat, tile.lon, _heights(lats, lons))
+            make_cog_tile(folder, tile.lat, tile.lon, _heights(lats, lons), overviews=True)
             made.add((tile.lat, tile.lon))
     return len(made)
 

@@ -69,6 +69,17 @@ def topsapp_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", f"{ISCE_DOUBLE_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
+@pytest.fixture(autouse=True)
+def nothing_written_where_the_tests_run() -> Iterable[None]:
+    """Every path the pipeline writes derives from its folders: a test that leaves a new file in
+    the folder the suite runs from (a relative path resolved against it) fails."""
+    here = Path.cwd()
+    before = {path.name for path in here.iterdir()}
+    yield
+    left = sorted({path.name for path in here.iterdir()} - before)
+    assert not left, f"written into {here} (a relative path somewhere): {left}"
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """../shared/realdata, or skip."""

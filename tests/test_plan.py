@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SLC_REFERENCE, SLC_SECONDARY, make_data_folder, make_safe_product, run_main
+from conftest import (
+    SLC_REFERENCE,
+    SLC_SECONDARY,
+    clean_environ,
+    make_data_folder,
+    make_safe_product,
+    run_main,
+)
 
 PHASES_WITHOUT_ION = "preprocess geometry coregistration interferogram unwrap geocode"
 
@@ -185,3 +192,11 @@ def test_bad_input_exits_2_with_the_reason_and_no_traceback(project: Path, case:
     errors = [line for line in result.stderr.splitlines() if not line.startswith("warning: ")]
     assert errors == [line.replace("{zip}", zip_name) for line in expected]
     assert "Traceback" not in result.stderr
+
+
+def test_plan_shows_the_isce2_version_the_image_got(project: Path) -> None:
+    result = run_main(["plan"], project, env={**clean_environ(), "ISCE2_VERSION": "2.6.4"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[2] == "ISCE2 2.6.4"
+    outside = run_main(["plan"], project)
+    assert outside.stdout.splitlines()[2].startswith("ISCE2: version not known here")

@@ -308,3 +308,15 @@ def test_run_without_the_dem_key_exits_2_before_any_orbit_download(tmp_path):
     assert not (batch.data / "runs" / "ledger.sqlite").exists()
     plan = run_main(["plan"], batch.root, env=clean_environ())
     assert plan.returncode == 0 and "warning: the DEM" in plan.stdout
+
+
+def test_isce2_line_and_the_missions_an_older_isce2_cannot_read() -> None:
+    from insar_pipeline.run.preflight import isce2_notes
+
+    assert isce2_notes(None, {"S1A"})[0].startswith("ISCE2: version not known here")
+    assert isce2_notes("2.6.5", {"S1A", "S1D"}) == ("ISCE2 2.6.5", [])
+    line, warnings = isce2_notes("2.6.4", {"S1A", "S1C", "S1D"})
+    assert line == "ISCE2 2.6.4"
+    assert len(warnings) == 1
+    assert warnings[0].startswith("ISCE2 2.6.4 cannot read S1D products (ISCE2 >= 2.6.5 can)")
+    assert isce2_notes("2.6.4", {"S1A", "S1C"})[1] == []  # 2.6.4 reads S1C (isce2 PR 951)

@@ -519,7 +519,7 @@ class Coordinator:
         if summary.excluded:
             totals += f"; {len(summary.excluded)} excluded before start (see the error column)"
         geometry = self.geometry.summary_line() if self.geometry else None
-        without_esd = [row.pair_id for row in rows if row.pair_id in wanted and row.without_esd]
+        without_esd = [pair_id for pair_id in self.ledger.without_esd() if pair_id in wanted]
         notes = [geometry] if geometry else []
         if without_esd:
             notes.append(f"{', '.join(without_esd)}: {WITHOUT_ESD_NOTE}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product, is_product_path
 from insar_pipeline.orbits.provision import describe_orbit_plan
-from insar_pipeline.run.preflight import preflight, validate
+from insar_pipeline.run.preflight import isce2_notes, preflight, validate
 from insar_pipeline.timeseries.grid import grid_notes
 from insar_pipeline.topsapp.steps import Phase, phase_table
 
@@ -57,6 +58,7 @@ class Plan:
     geometry_reuse: bool = False
     excluded: Mapping[str, str] = field(default_factory=dict)  # by preflight: pair id -> reason
     warnings: tuple[str, ...] = ()  # preflight's (e.g. the disk)
+    isce2: str = ""  # the ISCE2 line: the version the image has
 
     @property
     def scenes(self) -> frozenset[Path]:
@@ -76,6 +78,7 @@ def build_plan(
     blockers: tuple[str, ...] = (),
     excluded: Mapping[str, str] | None = None,
     warnings: tuple[str, ...] = (),
+    isce2: str = "",
 ) -> Plan:
     """The plan of a run of these validated pairs (pure).
 
@@ -95,6 +98,7 @@ def build_plan(
         geometry_reuse=settings.geometry_reuse,
         excluded=dict(excluded or {}),
         warnings=warnings,
+        isce2=isce2,
     )
 
 
@@ -123,6 +127,8 @@ def render_plan(plan: Plan) -> str:
         f" data folder {plan.data_dir}",
         "settings: " + "  ".join(f"{label} {value}" for label, value in plan.settings),
     ]
+    if plan.isce2:
+        lines.append(plan.isce2)
     for item in plan.pairs:
         lines += ["", *_render_pair(item, plan.pairs_file, plan.orbits)]
         if item.pair.id in plan.excluded:
@@ -230,6 +236,10 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     checked = preflight(settings, validate(settings))  # the same checks as `run`
     pairs = list(checked.pairs)
     products = [product for pair in pairs for product in pair.products]
+    # The entrypoint of the image exports the ISCE2 version conda-forge gave it.
+    isce2, isce2_warnings = isce2_notes(
+        os.environ.get("ISCE2_VERSION"), {product.mission for product in products}
+    )
     plan = build_plan(
         settings,
         pairs,
@@ -238,7 +248,8 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
         dems=checked.dems,
         blockers=checked.blockers,
         excluded=checked.excluded,
-        warnings=checked.warnings,
+        warnings=(*checked.warnings, *isce2_warnings),
+        isce2=isce2,
     )
     log.debug("plan: %d pairs, %d phases", len(plan.pairs), plan.phase_count)
     sys.stdout.write(render_plan(plan))

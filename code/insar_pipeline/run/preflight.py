@@ -17,7 +17,7 @@ import os
 import shlex
 import shutil
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -326,3 +326,29 @@ def _bytes_in(folder: Path) -> int:
             except OSError:
                 continue
     return total
+
+
+# ISCE2 learnt Sentinel-1D's relative-orbit offset in 2.6.5; 2.6.4 stops on such a product with
+# "Encountered unknown mission id S1D".
+ISCE2_MISSIONS_SINCE = {"S1D": (2, 6, 5)}
+
+
+def isce2_notes(version: str | None, missions: Iterable[str]) -> tuple[str, list[str]]:
+    """`plan`'s ISCE2 line, and a warning per mission this ISCE2 cannot read (pure).
+
+    `version` is what the image's entrypoint found (ISCE2_VERSION); None outside the image.
+    """
+    if not version:
+        return "ISCE2: version not known here (the image's entrypoint reports it)", []
+    try:
+        have = tuple(int(part) for part in version.split(".")[:3])
+    except ValueError:
+        return f"ISCE2 {version}", []
+    warnings = [
+        f"ISCE2 {version} cannot read {mission} products (ISCE2 >= "
+        f"{'.'.join(map(str, since))} can): rebuild the image when conda-forge carries it"
+        " (./run_docker.sh --rebuild), or leave those pairs out"
+        for mission, since in sorted(ISCE2_MISSIONS_SINCE.items())
+        if mission in set(missions) and have < since
+    ]
+    return f"ISCE2 {version}", warnings

@@ -142,9 +142,10 @@ def read_on_grid(product: Path, band: int, target: Grid, method: str) -> np.ndar
     here = Grid(x0, y0, dx, dy, source.RasterXSize, source.RasterYSize)
     if here.same_as(target):
         return source.GetRasterBand(band).ReadAsArray().astype(np.float32, copy=False)
-    # One band, as a VRT (GDAL 3.6's Warp has no band selection).
+    # One band, in memory (GDAL 3.6's Warp has no band selection). Not an unnamed VRT: its
+    # sources, relative to the ISCE .vrt, would be looked up in the current folder.
     single = gdal.Translate(
-        "", source, options=gdal.TranslateOptions(format="VRT", bandList=[band])
+        "", source, options=gdal.TranslateOptions(format="MEM", bandList=[band])
     )
     warped = gdal.Warp(
         "",
