@@ -38,6 +38,19 @@ def settings_for(batch, **fields) -> Settings:
     return Settings(**values)
 
 
+def cli_settings(batch, **fields) -> Settings:
+    """The settings as the CLI builds them: a bad value is an InputError (exit 2) naming it."""
+    from insar_pipeline.inputs.config import load_settings
+
+    (batch.root / ".env").touch()  # an empty .env: the test's values only
+    values = settings_for(batch).model_dump()
+    values.update(fields)
+    return load_settings({k: v for k, v in values.items() if k in fields or k in _PLACES}, {})
+
+
+_PLACES = ("data_dir", "pairs_file", "env_file", "workers", "cores", "memory_total_gb")
+
+
 def provide_everything(settings, pairs, on_download) -> Provision:
     orbits = {p.name: Path(f"/orbits/{p.name}.EOF") for pair in pairs for p in pair.products}
     return Provision(orbits, {}, {pair.id: Path("/dem/dem.wgs84") for pair in pairs})
@@ -212,7 +225,7 @@ def test_bad_input_exits_2_before_anything_starts(batch4):
     batch4.pairs_file.write_text(good)
     assert not (batch4.data / "runs" / "ledger.sqlite").exists()
     with pytest.raises(InputError, match="MEMORY_RESERVE_GB"):
-        run_with(settings_for(batch4, memory_total_gb=1.0, memory_reserve_gb=2.0), FakeRunner())
+        run_with(cli_settings(batch4, memory_total_gb=1.0, memory_reserve_gb=2.0), FakeRunner())
 
 
 @pytest.mark.parametrize(
@@ -228,10 +241,10 @@ def test_bad_dask_setting_exits_2_before_provisioning(tmp_path, fields, key):
 
     batch = make_batch(tmp_path, 1)
     dead = {f"{name}_url": DEAD_URL for name in ("asf_orbit", "aws_orbit", "cdse", "opentopo")}
-    settings = settings_for(
-        batch, executor="dask", roi="51.45,51.75,-127.0,-126.6", **dead, **fields
-    )
     with pytest.raises(InputError, match=key) as caught:
+        settings = cli_settings(
+            batch, executor="dask", roi="51.45,51.75,-127.0,-126.6", **dead, **fields
+        )
         run_pipeline(settings)  # the real provisioning: it would fail on the dead URLs
     assert caught.value.exit_code == 2
     assert not (batch.data / "runs" / "ledger.sqlite").exists()
