@@ -1,9 +1,9 @@
 """Additions to tests/acquire_services.py for the acquisition tests (kept apart from it).
 
-- `add_noise_and_calibration`: the burst XMLs the download server serves hold only the
-  product annotation (realdata has no real noise/calibration XML); burst2safe also needs the
-  noise and calibration annotations, so this wraps `ProductFactory.burst_xml` to add minimal,
-  well-formed ones (vectors every second across the annotation's time span).
+- `add_noise_and_calibration`: wraps `ProductFactory.burst_xml` so that the served bursts are
+  SMALL_LINES x SMALL_SAMPLES (the real size makes burst2safe write ~150 MB and take ~20 s per
+  burst), with the geolocation grid and minimal noise and calibration annotations (realdata has
+  none) on that smaller grid.
 - `neighbour_bursts`: the archive records one burst ID (174_372326_IW3); a copy of each record
   shifted one burst along track (ID 372327, index + 1, 2.758 s later, footprint moved along
   the pass) makes a two-burst area, so that one date can miss a burst.
@@ -35,6 +35,9 @@ def add_noise_and_calibration(products: ProductFactory, monkeypatch: Any) -> Non
     def burst_xml(slc_name: str, swath: str, pol: str, bursts: Sequence[Record]) -> bytes:
         root = etree.fromstring(original(slc_name, swath, pol, bursts))
         metadata = root.find("metadata")
+        for kind in ("noise", "calibration"):  # full-size ones, if the server adds them: ours
+            for old in metadata.findall(kind):
+                metadata.remove(old)
         content = metadata.find("product/content")
         _shrink(content)
         for kind, build in (("noise", _noise), ("calibration", _calibration)):

@@ -14,10 +14,12 @@ those of the small file that server really serves.
 
 Fixtures (import them as the other fixture modules are imported:
 ``from acquire_services import acquire_services_fixture  # noqa: F401``; tests then ask for
-``acquire_services``. ``acquire_tls_fixture`` / ``acquire_products_fixture`` are only needed
-by tests that ask for ``acquire_tls`` / ``acquire_products`` themselves, e.g. to call
-:func:`running_services` with other options; :func:`session_tls` / :func:`session_products`
-give the same objects without a fixture):
+``acquire_services``. The same fixture objects are also importable as ``acquire_services``,
+``acquire_tls`` and ``acquire_products``, the names of the first version.
+``acquire_tls_fixture`` / ``acquire_products_fixture`` are only needed by tests that ask for
+``acquire_tls`` / ``acquire_products`` themselves, e.g. to call :func:`running_services`
+with other options; :func:`session_tls` / :func:`session_products` give the same objects
+without a fixture):
 
 ``acquire_tls`` (session) -> :class:`TlsFiles`
     A test CA and a server certificate for 127.0.0.1/localhost, made at test time
@@ -44,8 +46,9 @@ give the same objects without a fixture):
     SSL_CERT_FILE to the test CA, points asf_search at the CMR (``ASFSearchOptions`` config
     ``host``, ``INTERNAL.CMR_HOST``/``EDL_HOST``/``ASF_AUTH_HOST``) with
     ``asf_search.REPORT_ERRORS = False``, and points burst2safe's cookie URL at the download
-    server; all restored afterwards. HOME is a fresh folder under tmp_path (no real ~/.netrc
-    is read or written by asf_search / burst2safe) and EARTHDATA_* / NETRC are unset.
+    server; all restored afterwards. HOME is a fresh empty folder (not inside the test's
+    tmp_path; no real ~/.netrc is read or written by asf_search / burst2safe) and
+    EARTHDATA_* / NETRC are unset.
     Attributes:
 
     - ``.cmr`` / ``.edl`` / ``.download``: the servers; ``.cmr.host`` and ``.edl.host`` are
@@ -71,9 +74,15 @@ ASCENDING_DESCENDING, FRAME_NUMBER, CENTER_ESA_FRAME, BURST_ID_FULL, BURST_ID_RE
 polygons, ``readable_granule_name[]`` (with ``options[readable_granule_name][pattern]``),
 ``granule_ur[]``, ``orbit_number``, ``provider``), sorts by ``-end_date, granule_ur``, pages by
 ``page_size`` with a ``CMR-Search-After`` header, answers 400 with CMR's error body for an
-unknown parameter and 401 for an unknown bearer token. ``GET /search/collections`` is the
-legacy token check. ``.requests`` records every request (:class:`Hit`: method, path, form
-fields as a list of pairs, headers); ``.granule_requests()`` only the searches.
+unknown parameter and 401 for an unknown bearer token. ``platform[]`` is matched, ignoring
+case, against the UMM ``Platforms`` short name (``SENTINEL-1A``): asf_search passes
+``platform="S1A"`` through unchanged (its aliases are ``SA``, ``S1``, ``SENTINEL-1``), and
+that matches nothing here, so callers translate S1A -> SENTINEL-1A. ``temporal`` selects
+granules whose time span overlaps the range: asf_search sends ``end="2019-12-31"`` as
+``2019-12-31T00:00:00Z``, which leaves that day's acquisitions out.
+``GET /search/collections`` is the legacy token check. ``.requests`` records every request
+(:class:`Hit`: method, path, form fields as a list of pairs, headers);
+``.granule_requests()`` only the searches.
 ``.fields(hit, key)`` lists the values of one field.
 
 :class:`EdlServer` plays urs.earthdata.nasa.gov for ASFSession: ``POST
@@ -823,7 +832,6 @@ class CmrServer(_LoopbackServer):
         self.records: list[Record] = []
         self._search_after: dict[str, tuple[tuple[tuple[str, str], ...], int]] = {}
         self.faults: list[int] = []  # statuses to answer the next searches with, in order
-        self._shapes: dict[str, BaseGeometry] = {}
         if records is None:
             records = list(_load_yaml(str(realdata_or_skip(SLC_STACK_FILE))))
             records += list(_load_yaml(str(realdata_or_skip(BURST_STACK_FILE))))
@@ -846,13 +854,6 @@ class CmrServer(_LoopbackServer):
         self.records = kept
         return removed
 
-    def _shape(self, record: Record) -> BaseGeometry:
-        key = record["umm"]["GranuleUR"]
-        shape = self._shapes.get(key)
-        if shape is None:
-            shape = self._shapes[key] = footprint(record["umm"])
-        return shape
-
     def granule_requests(self) -> list[Hit]:
         return [h for h in self.requests if h.path.startswith("/search/granules")]
 
@@ -862,7 +863,7 @@ class CmrServer(_LoopbackServer):
 
     def search(self, fields: Sequence[tuple[str, str]]) -> list[Record]:
         """The records a query selects, in CMR's order (no paging)."""
-        found = [r for r in self.records if match(r, fields, self._shape)]
+        found = [r for r in self.records if match(r, fields)]
         return sorted(found, key=_sort_key)
 
     def handle(self, request: _Handler, hit: Hit) -> None:
@@ -879,8 +880,9 @@ class CmrServer(_LoopbackServer):
         if not hit.path.startswith("/search/granules"):
             request.reply_json(404, {"errors": [f"{hit.path} not found"]})
             return
-        if self.faults:
-            status = self.faults.pop(0)
+        with self._lock:
+            status = self.faults.pop(0) if self.faults else None
+        if status is not None:
             request.reply_json(status, {"errors": [f"injected status {status}"]})
             return
         fields = [(k, v) for k, v in hit.fields]
@@ -894,7 +896,8 @@ class CmrServer(_LoopbackServer):
         after = hit.headers.get("CMR-Search-After")
         offset = 0
         if after:
-            state = self._search_after.get(after)
+            with self._lock:
+                state = self._search_after.get(after)
             if state is None or state[0] != key:
                 request.reply_json(400, {"errors": ["Invalid CMR-Search-After header"]})
                 return
@@ -909,7 +912,8 @@ class CmrServer(_LoopbackServer):
         headers = {"CMR-Hits": str(len(found)), "CMR-Took": "1"}
         if offset + page_size < len(found):
             marker = json.dumps([uuid.uuid4().hex])
-            self._search_after[marker] = (key, offset + page_size)
+            with self._lock:
+                self._search_after[marker] = (key, offset + page_size)
             headers["CMR-Search-After"] = marker
         request.reply_json(200, {"hits": len(found), "took": 1, "items": items}, headers)
 
@@ -1005,6 +1009,17 @@ class EdlServer(_LoopbackServer):
 # What the download server serves
 
 
+def _scene_key(record: Record) -> str:
+    umm = record["umm"]
+    parts = [
+        granule_name(record),
+        attribute(umm, "POLARIZATION"),
+        attribute(umm, "PATH_NUMBER"),
+        umm["SpatialExtent"]["HorizontalSpatialDomain"]["Geometry"]["GPolygons"],
+    ]
+    return json.dumps(parts, sort_keys=True)
+
+
 class ProductFactory:
     """Builds and caches the files served: scene zips, burst TIFFs and burst XMLs."""
 
@@ -1015,7 +1030,7 @@ class ProductFactory:
         self._locks: dict[str, threading.Lock] = {}
         self._tiffs: dict[tuple[int, int], bytes] = {}
         self._deflated: dict[str, tuple[int, int, bytes]] = {}
-        self._scene_info: dict[str, tuple[int, str]] = {}
+        self._scene_info: dict[str, tuple[int, str]] = {}  # _scene_key -> (size, md5)
         self._manifests: dict[Path, etree._Element] = {}
 
     def _lock_for(self, key: str) -> threading.Lock:
@@ -1078,18 +1093,20 @@ class ProductFactory:
             entries += [(f"{safe}/preview/{p.name}", str(p)) for p in sorted(preview.iterdir())]
         data = self._zip(entries)
         with self._lock:
-            self._scene_info[name] = (len(data), hashlib.md5(data).hexdigest())  # noqa: S324
+            self._scene_info[_scene_key(record)] = (len(data), hashlib.md5(data).hexdigest())  # noqa: S324
         return data
 
     def scene_info(self, record: Record) -> tuple[int, str]:
-        """(size, md5) of a scene's zip, cached for the session (builds it once)."""
-        name = granule_name(record)
+        """(size, md5) of a scene's zip, cached for the session (builds it once). The key is
+        everything the zip is made from (name, polarization, track, footprint), so a test that
+        edits a record gets the size of what will be served."""
+        key = _scene_key(record)
         with self._lock:
-            info = self._scene_info.get(name)
+            info = self._scene_info.get(key)
         if info is None:
             self.scene_zip(record)
             with self._lock:
-                info = self._scene_info[name]
+                info = self._scene_info[key]
         return info
 
     def _source_manifest(self, source: Path) -> etree._Element:
@@ -1392,7 +1409,6 @@ class DownloadServer(_LoopbackServer):
         self._xml_cache: dict[tuple[str, str], bytes] = {}
         self._cut: set[str] = set()
         self._cut_done: set[str] = set()
-        self._described: set[str] = set()
         self._pending_202: Counter[str] = Counter()
         self._build_lock = threading.Lock()
         self._cookie_body = b'<?xml version="1.0"?><gmd:MD_Metadata/>\n'
@@ -1463,8 +1479,6 @@ class DownloadServer(_LoopbackServer):
     def describe(self, record: Record) -> None:
         """Write the served size (and md5) into a published record's UMM."""
         umm = record["umm"]
-        if umm["GranuleUR"] in self._described:
-            return
         for related in umm.get("RelatedUrls", []):
             url = related.get("URL", "")
             if not url.startswith(self.url):
@@ -1474,6 +1488,7 @@ class DownloadServer(_LoopbackServer):
             if entry is None or entry.kind == "burst_xml":
                 continue
             if entry.kind == "scene" and entry.record is not None:
+                # Every time: a test may have edited the record (e.g. its footprint).
                 entry.size, entry.md5 = self.products.scene_info(entry.record)
             elif entry.md5 is None:
                 self.content(path)
@@ -1485,8 +1500,6 @@ class DownloadServer(_LoopbackServer):
                     info["SizeUnit"] = "MB"
             else:
                 set_attribute(umm, "BYTE_LENGTH", str(entry.size))
-        with self._lock:
-            self._described.add(umm["GranuleUR"])
 
     # faults
     def cut_once(self, path: str) -> None:
@@ -1781,16 +1794,16 @@ def acquire_products_fixture() -> ProductFactory:
 
 @pytest.fixture(name="acquire_services")
 def acquire_services_fixture(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AcquireServices]:
     """Loopback CMR + EDL + download server, asf_search pointed at them (see module doc).
 
-    HOME is a fresh folder under tmp_path (no real ~/.netrc is read or written) and no
-    EARTHDATA_* variable of the caller's environment leaks in.
+    HOME is a fresh empty folder (from tmp_path_factory, outside the test's tmp_path: no real
+    ~/.netrc is read or written) and no EARTHDATA_* variable of the caller's environment
+    leaks in.
     """
     realdata_or_skip(ASF_RECORDS)
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
+    home = tmp_path_factory.mktemp("home")  # not inside the test's own tmp_path
     monkeypatch.setenv("HOME", str(home))
     for name in ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD", "NETRC"):
         monkeypatch.delenv(name, raising=False)

@@ -13,11 +13,12 @@ from lxml import etree
 from shapely.geometry import box
 
 from acquire_helpers import add_noise_and_calibration, neighbour_bursts, small_bursts
-from acquire_services import (
+from acquire_services import (  # noqa: F401 (the fixtures)
     AcquireServices,
-    acquire_products,
-    acquire_services,
-    acquire_tls,
+    ProductFactory,
+    acquire_products_fixture,
+    acquire_services_fixture,
+    acquire_tls_fixture,
     attribute,
     footprint,
     granule_name,
@@ -31,8 +32,6 @@ from insar_pipeline.errors import CredentialError, InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import load_pairs
 from insar_pipeline.inputs.safe import read_product, scan_raw
-
-__all__ = ["acquire_products", "acquire_services", "acquire_tls"]
 
 # Inside the recorded track-13 frame-411 scenes (S1B, every 12 days; 4 dates in START..END).
 AOI_411 = (54.7, 54.9, -121.0, -120.6)
@@ -218,7 +217,8 @@ def test_a_wrong_token_is_exit_2_before_any_download(
     data.mkdir()
     code = main(["download", "--data", str(data), "--env", str(env)])
     assert code == 2
-    assert "rejected EARTHDATA_TOKEN" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "rejected EARTHDATA_TOKEN" in err and "not-the-token" not in err
     assert acquire_services.download.requests == []
     assert not (data / "raw").exists() or list((data / "raw").rglob("*")) == []
 
@@ -246,9 +246,8 @@ def test_username_password_and_netrc_logins_never_write_the_netrc(
         earthdata_username=acquire_services.username, earthdata_password=acquire_services.password
     )
     assert earthdata_token(right) == acquire_services.token
-    assert netrc.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
-        ".netrc", "data"
-    ]  # fmt: skip
+    assert netrc.read_bytes() == before
+    assert [p for p in tmp_path.rglob(".netrc") if p != netrc] == []
 
 
 def test_a_disk_too_small_is_refused_before_any_download(
@@ -324,6 +323,7 @@ def test_burst_safes_read_back_with_the_same_burst_ids_on_every_date(
         assert product.swaths == (3,) and product.relative_orbit == 174
         assert burst_anx_ids(path, list(by_name.values())) == list(selection.burst_ids)
     counts = burst_services.download.counts()
+    # (ASF's login cookie is fetched only from ASF's own hosts, not from this loopback one)
     # each TIFF and each scene's XML: one 202, then one GET
     assert len(counts) == 2 * 3 and set(counts.values()) == {2}
 
@@ -350,7 +350,7 @@ def small_footprint_records() -> list[dict]:
 
 
 def test_run_from_an_empty_data_folder_reaches_done_pairs(
-    tmp_path: Path, acquire_tls, acquire_products, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, acquire_tls, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import sys
 
@@ -365,8 +365,11 @@ def test_run_from_an_empty_data_folder_reaches_done_pairs(
 
     source = synthetic_source(tmp_path / "source.tif", *BBox.parse(ROI).buffered(0.05).snwe(), 3)
     records = small_footprint_records()
+    # Its own product factory: the session's caches zip sizes by scene name, and these scenes
+    # have other footprints (so other manifests) than the same names in the other tests.
+    products = ProductFactory(tmp_path / "products")
     with (
-        running_services(acquire_tls, acquire_products, records=records) as services,
+        running_services(acquire_tls, products, records=records) as services,
         OrbitServer() as orbits,
         OpenTopoEmulator(source) as opentopo,
     ):
@@ -399,3 +402,23 @@ def test_run_from_an_empty_data_folder_reaches_done_pairs(
         assert run_command(settings, argparse.Namespace()) == 0  # all done: nothing fetched
         assert len(services.download.requests) == fetched
         assert len(services.cmr.granule_requests()) == searches  # pairs.txt there: no search
+
+
+def test_search_command_in_a_child_process_reaches_the_cmr_host_setting(
+    tmp_path: Path, acquire_services: AcquireServices
+) -> None:
+    """As a user runs it: CMR_HOST (not a test hook) sends asf_search to the loopback CMR."""
+    from conftest import clean_environ, run_main
+
+    (tmp_path / "data").mkdir()
+    south, north, west, east = AOI_411
+    env = clean_environ(
+        **acquire_services.env(), HOME=str(tmp_path), AOI=f"{south},{north},{west},{east}",
+        START=START, END=END, RELATIVE_ORBIT="13",
+    )  # fmt: skip
+    result = run_main(["search"], cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert all(name in result.stdout for name in expected_scenes())
+    assert len(acquire_services.cmr.granule_requests()) == 1
+    assert acquire_services.token not in result.stdout + result.stderr
+    assert not (tmp_path / "data" / "raw").exists()

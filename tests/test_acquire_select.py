@@ -175,3 +175,11 @@ def test_no_credentials_is_an_input_error_naming_the_keys(tmp_path: Path) -> Non
         earthdata_token(settings(tmp_path), home=tmp_path)
     with pytest.raises(InputError, match="both EARTHDATA_USERNAME and EARTHDATA_PASSWORD"):
         earthdata_token(settings(tmp_path, earthdata_username="me"), home=tmp_path)
+
+
+def test_only_asfs_own_download_hosts_get_the_asf_login_cookie() -> None:
+    from insar_pipeline.acquire.http import is_asf
+
+    assert is_asf("https://sentinel1-burst.asf.alaska.edu/S1A/IW3/VV/3.tiff")
+    assert not is_asf("http://127.0.0.1:8080/S1A/IW3/VV/3.tiff")
+    assert not is_asf("https://asf.alaska.edu.example.com/x.tiff")

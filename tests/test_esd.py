@@ -212,7 +212,7 @@ def test_a_run_notes_the_pair_without_esd_everywhere_and_reruns_cleanly(
     document = collect_status(batch.data / "runs")
     entries = {entry["pair"]: entry for entry in document["pairs"]}
     assert entries[low]["without_esd"] is True and entries[low]["note"] == WITHOUT_ESD_NOTE
-    assert entries[batch.pair_ids[0]]["note"] is None
+    assert entries[batch.pair_ids[0]]["note"] is None and document["without_esd"] == [low]
     assert json.loads(json.dumps(document)) == document
     assert f"{low}: {WITHOUT_ESD_NOTE}" in render_status(document)
     page = (batch.data / "runs" / "report.html").read_text()

@@ -120,7 +120,12 @@ REACH: dict[str, Reach | Owned] = {
         "request", "/cop2", base=(("dem_source", "copernicus"),), why="each bucket tile read"
     ),
     # Owned by other engineers this round.
-    "ESD": Reach("xml", "false", why="`do ESD` (auto starts with it; the pair may drop it)"),
+    "ESD": Reach(
+        "xml",
+        "false",
+        why="`do ESD` (auto and true both write True: auto differs in the job's no_esd_xml, "
+        "tests/test_esd.py)",
+    ),
     "ESD_COHERENCE_THRESHOLD": Reach("xml", 0.7, why="`ESD coherence threshold`"),
     "AOI": Owned(14, "the scene search request"),
     "START": Owned(14, "the scene search request"),
@@ -130,12 +135,12 @@ REACH: dict[str, Reach | Owned] = {
     "FRAME": Owned(14, "the scene search request"),
     "PLATFORMS": Owned(14, "the scene search request"),
     "INPUT_LEVEL": Owned(14, "scene or burst search and download"),
-    "DOWNLOAD_WORKERS": Owned(14, "files `download` fetches at once"),
     "EARTHDATA_TOKEN": Owned(14, "the download's Earthdata login (secret)"),
     "EARTHDATA_USERNAME": Owned(14, "the download's Earthdata login"),
     "EARTHDATA_PASSWORD": Owned(14, "the download's Earthdata login (secret)"),
     "CMR_HOST": Owned(14, "the scene search service"),
     "EDL_HOST": Owned(14, "the Earthdata login service"),
+    "DOWNLOAD_WORKERS": Owned(14, "files `download` fetches at once"),
     "TIMESERIES": Owned(15, "the time-series stage after `run`"),
     "REFERENCE_LALO": Reach("mintpy", "51.6,-126.8", why="MintPy's reference point"),
 }

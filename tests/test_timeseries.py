@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import real_path
+from conftest import clean_environ, real_path, run_main
 from insar_pipeline.cli import COMMANDS
 from insar_pipeline.errors import InputError
 from insar_pipeline.timeseries.command import run_timeseries
@@ -142,11 +143,14 @@ def test_a_pair_on_a_shifted_grid_is_caught_and_resampled(tmp_path: Path) -> Non
         dates = [f"{a.decode()}_{b.decode()}" for a, b in f["date"][:]]
         phase = f["unwrapPhase"][dates.index(track.pair_id(*odd))]
         conncomp = f["connectComponent"][dates.index(track.pair_id(*odd))]
+        coherence = f["coherence"][dates.index(track.pair_id(*odd))]
     inner = np.isfinite(phase)
     inner[:5], inner[-5:], inner[:, :5], inner[:, -12:] = False, False, False, False
     # On the common grid the resampled phase is the truth there (noise, averaged by bilinear).
     assert float(np.abs(phase[inner] - expected[inner]).mean()) < 0.15
     assert set(np.unique(conncomp)) <= {0, 1}  # nearest neighbour: labels stay labels
+    assert (conncomp[inner] == 1).all() and float(np.nanmin(coherence[inner])) > 0.7
+    assert not list(Path.cwd().glob("*.geo")), "GDAL resolved a raw file against the cwd"
 
 
 def test_grid_comparison_and_plan_notes() -> None:
@@ -280,6 +284,22 @@ def test_config_runs_offline_from_modify_network() -> None:
 
 def test_timeseries_is_a_command() -> None:
     assert COMMANDS["timeseries"][:2] == ("timeseries.command", "timeseries_command")
+
+
+def test_the_command_before_any_run_exits_2_saying_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    result = run_main(["timeseries"], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "no ledger" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_command_prints_each_track(tmp_path: Path) -> None:
+    track = make_track(tmp_path, n_dates=3)
+    add_pairs(track, [(0, 1), (1, 2)], failed=[(0, 2)])
+    env = clean_environ(PATH=os.environ.get("PATH", ""))
+    result = run_main(["--data", str(track.settings.data_dir), "timeseries"], tmp_path, env, 120)
+    assert result.returncode == 0, result.stderr
+    assert "track_108: 3 dates, 2 pairs (0 dropped, 1 failed)" in result.stdout
 
 
 @pytest.mark.parametrize("value", ["north", "52.1", "95,10", "1,2,3"])

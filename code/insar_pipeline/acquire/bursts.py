@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,13 +137,3 @@ def burst_info(stage: Path, burst: Granule) -> BurstInfo:
         metadata_url=burst.metadata_url,
         metadata_path=metadata_path(stage, burst),
     )
-
-
-def annotation_burst_ids(safe: Path) -> Iterator[tuple[int, int]]:
-    """(swath, relative burst ID) of every burst in a SAFE's annotation files (IPF >= 3.40)."""
-    from lxml import etree
-
-    for annotation in sorted((safe / "annotation").glob("s1*-iw*-slc-*.xml")):
-        swath = int(annotation.name.split("-")[1][-1])
-        for element in etree.parse(str(annotation)).iterfind(".//burstList/burst/burstId"):
-            yield swath, int(element.text or 0)

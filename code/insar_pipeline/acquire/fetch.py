@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from requests.cookies import RequestsCookieJar
 from tqdm import tqdm
 
 from insar_pipeline.acquire import http
@@ -74,7 +75,12 @@ def gigabytes(count: int) -> str:
     return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
 
 
-def fetch_all(jobs: Sequence[FileJob], token: str, workers: int) -> None:
+def fetch_all(
+    jobs: Sequence[FileJob],
+    token: str,
+    workers: int,
+    cookies: RequestsCookieJar | None = None,
+) -> None:
     """Fetch every job whose target is missing, `workers` at a time, with one progress bar.
 
     The first failure stops the others (their part files stay, for the rerun to resume).
@@ -92,7 +98,7 @@ def fetch_all(jobs: Sequence[FileJob], token: str, workers: int) -> None:
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = [pool.submit(fetch_one, job, token, advance) for job in todo]
+            futures = [pool.submit(fetch_one, job, token, advance, cookies) for job in todo]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [future for future in done if future.exception() is not None]
             if failed:
@@ -118,11 +124,18 @@ def _progress(total: int, files: int) -> tqdm[NoReturn]:
     )
 
 
-def fetch_one(job: FileJob, token: str, advance: Callable[[int], None] = lambda n: None) -> Path:
+def fetch_one(
+    job: FileJob,
+    token: str,
+    advance: Callable[[int], None] = lambda n: None,
+    cookies: RequestsCookieJar | None = None,
+) -> Path:
     """Fetch one file into place (resuming its part file); return the target."""
     job.part.parent.mkdir(parents=True, exist_ok=True)
     what = job.target.name
     with http.EarthdataSession(token) as session:
+        if cookies is not None:
+            session.cookies.update(cookies)
         for attempt in range(2):
             size = http.download_resumable(session, job.url, job.part, what, advance, job.size)
             problem = _problem(job, size)

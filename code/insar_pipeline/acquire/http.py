@@ -111,6 +111,29 @@ def _login_request(
     return response
 
 
+def is_asf(url: str) -> bool:
+    """Whether a download URL is ASF's own (not a mirror or a test server)."""
+    host = urlsplit(url).hostname or ""
+    return host == "asf.alaska.edu" or host.endswith(".asf.alaska.edu")
+
+
+def asf_cookies(token: str) -> requests.cookies.RequestsCookieJar:
+    """The cookies ASF's burst extractor may want beside the token (`asf-urs`), from the URL
+    burst2safe fetches for them (read at call time: tests point it at a loopback server)."""
+    from burst2safe import download as burst2safe_download
+
+    url = burst2safe_download.COOKIE_URL
+    with EarthdataSession(token) as session:
+        try:
+            response = session.get(url, timeout=session.timeout())
+        except requests.RequestException as err:
+            raise ServiceError(f"ASF's login cookie: {_http.describe(err)}") from None
+        response.close()
+        if response.status_code in (401, 403):
+            raise _failure(response, "ASF's login cookie")
+        return session.cookies
+
+
 def download_resumable(
     session: requests.Session,
     url: str,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from insar_pipeline.acquire import bursts, fetch
+from insar_pipeline.acquire import bursts, fetch, http
 from insar_pipeline.acquire.coverage import Acquisition, Selection, select
 from insar_pipeline.acquire.credentials import earthdata_token
 from insar_pipeline.acquire.network import render_network, small_baseline_pairs
@@ -49,11 +49,9 @@ class NetworkOptions:
 def find(settings: Settings) -> Selection:
     """Search once and select what covers the AOI."""
     check_search_settings(settings)
+    aoi = settings.aoi or ""  # set: check_search_settings says so otherwise
     granules = search_granules(settings)
-    assert settings.aoi is not None  # noqa: S101 (checked above; for the type checker)
-    selection = select(
-        granules, settings.aoi, settings.input_level, settings.polarization, settings.swaths
-    )
+    selection = select(granules, aoi, settings.input_level, settings.polarization, settings.swaths)
     for item in selection.excluded:
         log.warning("%s (orbit %d) left out: %s", item.date, item.absolute_orbit, item.reason)
     return selection
@@ -83,10 +81,16 @@ def download(settings: Settings, selection: Selection) -> int:
     token = earthdata_token(settings)  # a refused login: exit 2, nothing written
     raw.mkdir(parents=True, exist_ok=True)
     log.info("downloading %d of %d dates into %s", len(missing), len(selection.acquisitions), raw)
-    fetch.fetch_all(jobs, token, settings.download_workers)
     if selection.level == "burst":
+        # ASF's extractor may want its login cookie beside the token (burst2safe gets it
+        # first); a mirror (another host) gets the token only.
+        first = selection.granules[0].url
+        cookies = http.asf_cookies(token) if http.is_asf(first) else None
+        fetch.fetch_all(jobs, token, settings.download_workers, cookies)
         for item in missing:
             bursts.build_safe(raw, item)
+    else:
+        fetch.fetch_all(jobs, token, settings.download_workers)
     return len(missing)
 
 

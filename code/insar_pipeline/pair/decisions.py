@@ -19,6 +19,14 @@ from insar_pipeline.inputs.config import Settings
 DECISIONS_NAME = "pair_decisions.json"
 # What the ledger, `status`, the run summary and the report say of a pair that dropped ESD.
 WITHOUT_ESD_NOTE = "coregistered without ESD: burst-boundary phase jumps may remain"
+NAMED_AT_MOST = 10  # pairs named in one line; a large batch gets "and N more"
+
+
+def without_esd_line(pair_ids: list[str]) -> str:
+    """One line naming the pairs that dropped ESD (for the run summary and `status`)."""
+    named = ", ".join(pair_ids[:NAMED_AT_MOST])
+    more = len(pair_ids) - NAMED_AT_MOST
+    return f"{named}{f' and {more} more' if more > 0 else ''}: {WITHOUT_ESD_NOTE}"
 
 
 @dataclass(frozen=True)

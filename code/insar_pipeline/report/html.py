@@ -34,7 +34,7 @@ from insar_pipeline.report.quicklook import (
     QUICKLOOK_DIR,
     ProductView,
     existing_quicklooks,
-    render_quicklooks,
+    render_finished_pair,
 )
 from insar_pipeline.report.text import format_duration
 from insar_pipeline.timeseries.page import timeseries_links
@@ -144,9 +144,10 @@ def _write_pages(
         parts += ["<h2>Pairs</h2>", _pairs_table(page.rows, page.looks), _quicklooks(page, "")]
     else:
         index = []  # a line per page, not the pages: their rows are gone once written
+        where = str(runs_dir.resolve())
         for page in pages:
             path = runs_dir / PAGES_DIR / _page_name(page.number)
-            _write_page(path, _page_html(page, _page_count(total), runs_dir))
+            _write_page(path, _page_html(page, _page_count(total), where))
             written.append(path)
             index.append(_page_line(page))
         parts.append(_page_index(index))
@@ -167,7 +168,7 @@ def _pages(settings: Settings, rows: Iterator[PairRow], render: bool) -> Iterato
             if row.status != "done":
                 continue
             if render and settings.run_dir(row.pair_id).is_dir():
-                render_quicklooks(settings.run_dir(row.pair_id), row.pair_id)
+                render_finished_pair(settings.run_dir(row.pair_id), row.pair_id)
             looks[row.pair_id] = existing_quicklooks(f"{runs_dir}/{row.pair_id}")
         yield Page(number, chunk, looks)
 
@@ -180,7 +181,7 @@ def _page_name(number: int) -> str:
     return f"pairs-{number:04d}.html"
 
 
-def _page_html(page: Page, pages: int, runs_dir: Path) -> str:
+def _page_html(page: Page, pages: int, runs_dir: str) -> str:
     first, last = page.rows[0], page.rows[-1]
     nav = ["<nav><a href='../report.html'>summary</a>"]
     if page.number > 1:
@@ -192,7 +193,7 @@ def _page_html(page: Page, pages: int, runs_dir: Path) -> str:
         f"InSAR pipeline report: pairs page {page.number}",
         [
             f"<h1>Pairs {_e(first.pair_id)} … {_e(last.pair_id)}</h1>",
-            f"<p>{_e(str(runs_dir.resolve()))}</p>",
+            f"<p>{_e(runs_dir)}</p>",
             "".join(nav),
             _pairs_table(page.rows, page.looks),
             _quicklooks(page, "../"),

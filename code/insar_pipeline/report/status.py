@@ -13,6 +13,7 @@
         "workers": 4, "omp_threads": 2, "budget_gb": 22.0
       },
       "totals": {"pairs": 12, "done": 7, "failed": 1, "running": 3, "pending": 1},
+      "without_esd": ["20250418_20250430"],      # pairs coregistered without ESD (ESD=auto)
       "pairs": [                                 # pairs.txt order
         {"pair": "20250406_20250418", "state": "running",   # pending | running | done | failed
          "phase": "geometry",                    # current phase (running) or failed phase, or null
@@ -50,7 +51,7 @@ from typing import IO, TypedDict
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow, Record, SqlValue, ledger_path
-from insar_pipeline.pair.decisions import WITHOUT_ESD_NOTE
+from insar_pipeline.pair.decisions import WITHOUT_ESD_NOTE, without_esd_line
 from insar_pipeline.pair.job import PairStatus
 from insar_pipeline.report.text import format_duration, text_table
 
@@ -93,6 +94,7 @@ class StatusDocument(TypedDict):
     pid: int | None
     run: RunEntry | None
     totals: dict[str, int]
+    without_esd: list[str]  # every pair coregistered without ESD by its own decision
     pairs: list[PairEntry]
 
 
@@ -149,6 +151,7 @@ def _open_document(runs_dir: Path) -> tuple[StatusDocument, Ledger | None]:
         "pid": holder if holder and holder > 0 else None,
         "run": None,
         "totals": {"pairs": 0, **{state: 0 for state in STATES}},
+        "without_esd": [],
         "pairs": [],
     }
     ledger = Ledger.open_reader(runs_dir)
@@ -164,6 +167,7 @@ def _open_document(runs_dir: Path) -> tuple[StatusDocument, Ledger | None]:
         for status, count in ledger.pair_counts().items():
             totals[_shown_state(status, active)] += count
             totals["pairs"] += count
+        document["without_esd"] = ledger.without_esd()
     except BaseException:
         ledger.close()
         raise
@@ -264,9 +268,8 @@ def render_status(document: StatusDocument) -> str:
     lines.append(
         ", ".join(f"{totals[state]} {state}" for state in STATES) + f" of {totals['pairs']} pairs"
     )
-    without = [entry["pair"] for entry in document["pairs"] if entry["without_esd"]]
-    if without:
-        lines.append(f"{', '.join(without)}: {WITHOUT_ESD_NOTE}")
+    if document["without_esd"]:  # every such pair, listed in the table or not
+        lines.append(without_esd_line(document["without_esd"]))
     run = document["run"]
     if document["active"]:
         lines.append(

@@ -34,7 +34,7 @@ from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.ledger.reconcile import reconcile
 from insar_pipeline.ledger.store import Ledger, PairRow
-from insar_pipeline.pair.decisions import WITHOUT_ESD_NOTE
+from insar_pipeline.pair.decisions import without_esd_line
 from insar_pipeline.pair.job import Message, PairJob, PairResult, PhaseEvent
 from insar_pipeline.report.text import format_duration, text_table
 from insar_pipeline.run.budget import (
@@ -522,7 +522,7 @@ class Coordinator:
         without_esd = [pair_id for pair_id in self.ledger.without_esd() if pair_id in wanted]
         notes = [geometry] if geometry else []
         if without_esd:
-            notes.append(f"{', '.join(without_esd)}: {WITHOUT_ESD_NOTE}")
+            notes.append(without_esd_line(without_esd))
         return "\n".join([table, totals, *notes])
 
     def _report(self) -> Path | None:

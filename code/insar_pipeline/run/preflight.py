@@ -180,15 +180,19 @@ def preflight(
     left = {
         pair.id: remaining_phases(settings.run_dir(pair.id), validated.phases) for pair in pairs
     }
-    started = [pair for pair in pairs if left[pair.id]]
+    # Only a pair with finished steps can be spoiled (a fresh one is not even looked at).
+    untouched = tuple(validated.phases)  # what is left of a pair without a finished step
+    started = [pair for pair in pairs if left[pair.id] and left[pair.id] != untouched]
     excluded = exclusions(settings, started, dems)
-    todo = [pair for pair in started if pair.id not in excluded]
+    todo = [pair for pair in pairs if left[pair.id] and pair.id not in excluded]
     free = (free_bytes or free_disk_bytes)(settings.data_dir)
     refusal, warning = disk_check(settings, validated.machine, todo, free)
     if refusal:
         raise InputError(refusal)
     warnings = (*validated.warnings, *([warning] if warning else []))
-    blockers = tuple(missing_prerequisites(settings, [d for d in dems if _needed(d, todo)]))
+    to_run = {pair.id for pair in todo}
+    needed = [dem for dem in dems if not to_run.isdisjoint(dem.pair_ids)]
+    blockers = tuple(missing_prerequisites(settings, needed))
     return Preflight(validated, dems, left, excluded, warnings, blockers)
 
 
@@ -196,10 +200,6 @@ def refuse_blockers(checked: Preflight) -> None:
     """InputError (exit 2) when DEM provisioning could not work: before any orbit download."""
     if checked.blockers:
         raise InputError("\n".join(checked.blockers))
-
-
-def _needed(dem: DemPlan, todo: Sequence[Pair]) -> bool:
-    return any(pair.id in dem.pair_ids for pair in todo)
 
 
 def exclusions(
@@ -219,15 +219,13 @@ def disk_check(
     settings: Settings, machine: Machine, todo: Sequence[Pair], free: int
 ) -> tuple[str | None, str | None]:
     """(refusal, warning) for the pairs still to run on `free` bytes of the data folder."""
-    needs = [
-        pair_disk(
-            settings,
-            pair,
-            measurement_pixels(pair.reference, pair.swaths, settings.polarization),
-            _bytes_in(settings.run_dir(pair.id)),
-        )
-        for pair in todo
-    ]
+    pixels: dict[tuple[Path, tuple[int, ...]], int] = {}  # a reference is in many pairs
+    needs = []
+    for pair in todo:
+        key = (pair.reference.path, tuple(pair.swaths))
+        if key not in pixels:
+            pixels[key] = measurement_pixels(pair.reference, pair.swaths, settings.polarization)
+        needs.append(pair_disk(settings, pair, pixels[key], _bytes_in(settings.run_dir(pair.id))))
     workers = plan_parallelism(
         machine,
         settings.workers,
