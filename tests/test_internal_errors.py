@@ -64,6 +64,10 @@ Ledger.record_result = record_result
 """
 
 
+# What DEM provisioning needs, so that preflight lets the run start (no request is made).
+DEM_READY = "OPENTOPO_API_KEY = a-key\nDEM_TYPE = SRTMGL3_E\n"
+
+
 def run_injected(root: Path, inject: str, *args: str) -> subprocess.CompletedProcess[str]:
     launcher = root / "launch.py"
     launcher.write_text(
@@ -114,6 +118,7 @@ def assert_released_and_consistent(runs: Path) -> None:
 
 def test_a_full_disk_while_provisioning_exits_3(tmp_path):
     batch = make_batch(tmp_path, 2)
+    (batch.root / ".env").write_text(DEM_READY)
     result = run_injected(batch.root, NO_SPACE, "run")
     runs = batch.data / "runs"
     assert_one_line_and_the_traceback_in_the_log(result, runs, "No space left on device")
@@ -128,7 +133,7 @@ def test_a_full_disk_while_provisioning_exits_3(tmp_path):
 
 def test_a_failing_ledger_while_pairs_run_exits_3_and_leaves_none_running(tmp_path):
     batch = make_batch(tmp_path, 2)
-    (batch.root / ".env").write_text("WORKERS = 2\nCORES = 2\nMEMORY_TOTAL_GB = 64\n")
+    (batch.root / ".env").write_text("WORKERS = 2\nCORES = 2\nMEMORY_TOTAL_GB = 64\n" + DEM_READY)
     result = run_injected(batch.root, LEDGER_FAILS, "run")
     runs = batch.data / "runs"
     assert_one_line_and_the_traceback_in_the_log(result, runs, "database disk image is malformed")

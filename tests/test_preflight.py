@@ -98,21 +98,23 @@ def test_topsapp_must_resolve_and_be_executable(tmp_path):
 
 def test_every_settings_problem_is_reported_at_once(tmp_path):
     batch = make_batch(tmp_path, 2)
+    with batch.pairs_file.open("a") as lines:
+        lines.write("no-such-product.SAFE other.SAFE\n")
     settings = settings_for(
         batch,
         topsapp=str(tmp_path / "nope" / "topsApp.py"),
-        memory_total_gb=None,  # this machine's RAM, which only preflight can compare with
-        memory_reserve_gb=100000.0,
-        executor="dask",
-        dask_scheduler="local",
-        dask_memory_gb=1000.0,
+        memory_total_gb=None,  # detected: only the check before the run can compare
+        memory_reserve_gb=1e6,
     )
     with pytest.raises(InputError) as caught:
         validate(settings)
     message = str(caught.value)
-    assert "TOPSAPP:" in message and "MEMORY_RESERVE_GB=100000" in message
+    assert "pairs.txt:3:" in message  # pairs.txt, the TOPSAPP command and the memory at once
+    assert "TOPSAPP:" in message and "MEMORY_RESERVE_GB=1e+06" in message
     # On a cluster, topsApp is looked up on the workers: here only a warning.
-    remote = settings.with_changes(dask_scheduler="slurm", memory_reserve_gb=2.0)
+    remote = settings.with_changes(
+        executor="dask", dask_scheduler="slurm", memory_total_gb=64.0, memory_reserve_gb=2.0
+    )
     problems, warnings = preflight_module.settings_problems(remote)
     assert not any("TOPSAPP" in p for p in problems) and "this machine only" in warnings[0]
 
@@ -291,6 +293,21 @@ def test_plan_shows_the_disk_warning(tmp_path, monkeypatch, capsys):
     assert "warning: " in out and "later pairs may fail" in out
     with pytest.raises(InputError, match="run at once"):
         plan_command(settings_for(batch, workers=3), None)
+
+
+def test_run_without_the_dem_key_exits_2_before_any_orbit_download(tmp_path):
+    batch = make_batch(tmp_path, 2)
+    (batch.root / ".env").write_text(
+        f"ASF_ORBIT_URL = {DEAD_URL}\nAWS_ORBIT_URL = {DEAD_URL}\nORBIT_SOURCES = asf,aws\n"
+        "DEM_TYPE = SRTMGL3_E\n"
+    )
+    result = run_main(["run"], batch.root, env=clean_environ())
+    assert result.returncode == 2, result.stderr
+    assert "must be downloaded from OpenTopography" in result.stderr
+    assert "orbit" not in result.stderr.lower()  # no orbit was even looked up
+    assert not (batch.data / "runs" / "ledger.sqlite").exists()
+    plan = run_main(["plan"], batch.root, env=clean_environ())
+    assert plan.returncode == 0 and "warning: the DEM" in plan.stdout
 
 
 def test_isce2_line_and_the_missions_an_older_isce2_cannot_read() -> None:

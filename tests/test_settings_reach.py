@@ -8,7 +8,9 @@ without an entry fails): the value to change it to, and where the change must sh
 - "plan": the text `plan` prints (same validate and preflight as `run`);
 - "request": the download requests: the DEM tile requests, and what a loopback server received
   from the orbit clients (ASF, AWS, CDSE search and login);
-- "cluster": the Dask cluster plan and the arguments of its dask-jobqueue cluster.
+- "cluster": the Dask cluster plan and the arguments of its dask-jobqueue cluster;
+- "search": the asf_search query of `search`, `download` and `run` with an AOI;
+- "mintpy": the smallbaselineApp.cfg the time series writes.
 
 Keys whose effect another test asserts against the real (loopback) service are `Elsewhere`
 entries naming that test, which must exist.

@@ -34,7 +34,7 @@ from insar_pipeline.run.coordinator import (
     RunSummary,
 )
 from insar_pipeline.run.local import Executor, LocalExecutor
-from insar_pipeline.run.preflight import preflight, validate
+from insar_pipeline.run.preflight import preflight, refuse_blockers, validate
 from insar_pipeline.run.progress import Progress
 from insar_pipeline.run.signals import StopRequest
 
@@ -61,6 +61,8 @@ def run_pipeline(
     """Process every pair of pairs.txt (or --only); the keyword hooks let tests swap a stage
     (`report=False` leaves report.html to a later `report`, as benchmarks do)."""
     checked = preflight(settings, validate(settings))  # exit 2 here: nothing downloaded
+    if provision is None:  # the DEM provisioning below needs its key and geoid grids
+        refuse_blockers(checked)
     for warning in checked.warnings:
         log.warning("%s", warning)
     with RunLock(settings.runs_dir), StopRequest() as stop, _pipeline_log(settings.runs_dir):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from insar_pipeline import logs
-from insar_pipeline.dem.provision import DemPlan, missing_prerequisites
+from insar_pipeline.dem.provision import DemPlan
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product, is_product_path
@@ -246,7 +246,7 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
         checked.left,
         orbits=describe_orbit_plan(settings, products),
         dems=checked.dems,
-        blockers=tuple(missing_prerequisites(settings, checked.dems)),
+        blockers=checked.blockers,
         excluded=checked.excluded,
         warnings=(*checked.warnings, *isce2_warnings),
         isce2=isce2,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from insar_pipeline.dem.provision import DemPlan, plan_dems
+from insar_pipeline.dem.provision import DemPlan, missing_prerequisites, plan_dems
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair, load_pairs
@@ -69,6 +69,9 @@ class Preflight:
     left: Mapping[str, tuple[Phase, ...]]  # pair id -> phases still to run (from checkpoints)
     excluded: Mapping[str, str] = field(default_factory=dict)  # pair id -> reason
     warnings: tuple[str, ...] = ()
+    # What would stop DEM provisioning (no key, no geoid grid): `run` refuses to start with
+    # them (see `refuse_blockers`), `plan` shows them as warnings.
+    blockers: tuple[str, ...] = ()
 
     @property
     def pairs(self) -> tuple[Pair, ...]:
@@ -171,19 +174,48 @@ def preflight(
     the pairs that run at once (or the DEM boxes cannot be planned). Writes nothing."""
     pairs = validated.pairs
     dems = tuple(plan_dems(settings, pairs))
-    dem_of = {pair_id: plan.path for plan in dems for pair_id in plan.pair_ids}
     left = {
         pair.id: remaining_phases(settings.run_dir(pair.id), validated.phases) for pair in pairs
     }
+    # Only a pair with finished steps can be spoiled (a fresh one is not even looked at).
     untouched = tuple(validated.phases)  # what is left of a pair without a finished step
-    excluded = {}
-    for pair in pairs:
-        # Only a pair with finished steps can be spoiled (a fresh one is not even looked at).
-        started = left[pair.id] and left[pair.id] != untouched
-        reason = spoiling_change(settings, pair, dem_of[pair.id]) if started else None
-        if reason:
-            excluded[pair.id] = reason
+    started = [pair for pair in pairs if left[pair.id] and left[pair.id] != untouched]
+    excluded = exclusions(settings, started, dems)
     todo = [pair for pair in pairs if left[pair.id] and pair.id not in excluded]
+    free = (free_bytes or free_disk_bytes)(settings.data_dir)
+    refusal, warning = disk_check(settings, validated.machine, todo, free)
+    if refusal:
+        raise InputError(refusal)
+    warnings = (*validated.warnings, *([warning] if warning else []))
+    to_run = {pair.id for pair in todo}
+    needed = [dem for dem in dems if not to_run.isdisjoint(dem.pair_ids)]
+    blockers = tuple(missing_prerequisites(settings, needed))
+    return Preflight(validated, dems, left, excluded, warnings, blockers)
+
+
+def refuse_blockers(checked: Preflight) -> None:
+    """InputError (exit 2) when DEM provisioning could not work: before any orbit download."""
+    if checked.blockers:
+        raise InputError("\n".join(checked.blockers))
+
+
+def exclusions(
+    settings: Settings, pairs: Sequence[Pair], dems: Sequence[DemPlan]
+) -> dict[str, str]:
+    """Pair id -> why its finished steps forbid its new topsApp.xml (with its planned DEM)."""
+    dem_of = {pair_id: plan.path for plan in dems for pair_id in plan.pair_ids}
+    found = {}
+    for pair in pairs:
+        reason = spoiling_change(settings, pair, dem_of[pair.id])
+        if reason:
+            found[pair.id] = reason
+    return found
+
+
+def disk_check(
+    settings: Settings, machine: Machine, todo: Sequence[Pair], free: int
+) -> tuple[str | None, str | None]:
+    """(refusal, warning) for the pairs still to run on `free` bytes of the data folder."""
     pixels: dict[tuple[Path, tuple[int, ...]], int] = {}  # a reference is in many pairs
     needs = []
     for pair in todo:
@@ -192,18 +224,13 @@ def preflight(
             pixels[key] = measurement_pixels(pair.reference, pair.swaths, settings.polarization)
         needs.append(pair_disk(settings, pair, pixels[key], _bytes_in(settings.run_dir(pair.id))))
     workers = plan_parallelism(
-        validated.machine,
+        machine,
         settings.workers,
         settings.memory_per_worker_gb,
         settings.memory_reserve_gb,
         pairs_to_run=len(todo),
     ).workers
-    free = (free_bytes or free_disk_bytes)(settings.data_dir)
-    refusal, warning = disk_verdict(needs, workers, free, settings.data_dir)
-    if refusal:
-        raise InputError(refusal)
-    warnings = (*validated.warnings, *([warning] if warning else []))
-    return Preflight(validated, dems, left, excluded, warnings)
+    return disk_verdict(needs, workers, free, settings.data_dir)
 
 
 def pair_disk(settings: Settings, pair: Pair, pixels: int, present: int = 0) -> PairDisk:
