@@ -152,45 +152,35 @@ def draw_png(
     png: Path,
 ) -> None:
     """Draw one product with its colour bar and lon/lat axes; the PNG is replaced atomically."""
-    # NaN pixels (no data) are drawn as the colour map's "bad" colour; matplotlib's resampling
-    # casts them on the way and numpy warns about it (a warning the tests turn into an error).
-    with np.errstate(invalid="ignore"):
-        _draw(data, extent, view, title, png)
-
-
-def _draw(
-    data: np.ndarray,
-    extent: tuple[float, float, float, float],
-    view: ProductView,
-    title: str,
-    png: Path,
-) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    height, width = data.shape
-    aspect = height / max(width, 1)
-    figure = Figure(figsize=(8.0, max(2.5, min(12.0, 7.0 * aspect + 1.0))), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    vmin, vmax = _limits(data, view.kind)
-    image = axes.imshow(
-        data,
-        cmap=view.cmap,
-        vmin=vmin,
-        vmax=vmax,
-        extent=extent,
-        interpolation="nearest",
-        aspect="auto",
-    )
-    axes.set_title(title)
-    axes.set_xlabel("longitude (°)")
-    axes.set_ylabel("latitude (°)")
-    colorbar = figure.colorbar(image, ax=axes)
-    colorbar.set_label(view.units)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(png) as temporary:
-        figure.savefig(temporary, format="png")
+    # NaN pixels (no data) are drawn as the colour map's "bad" colour; matplotlib's resampling
+    # casts them on the way and numpy warns about it (a warning the tests turn into an error).
+    with np.errstate(invalid="ignore"):
+        height, width = data.shape
+        aspect = height / max(width, 1)
+        figure = Figure(figsize=(8.0, max(2.5, min(12.0, 7.0 * aspect + 1.0))), dpi=100)
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot()
+        vmin, vmax = _limits(data, view.kind)
+        image = axes.imshow(
+            data,
+            cmap=view.cmap,
+            vmin=vmin,
+            vmax=vmax,
+            extent=extent,
+            interpolation="nearest",
+            aspect="auto",
+        )
+        axes.set_title(title)
+        axes.set_xlabel("longitude (°)")
+        axes.set_ylabel("latitude (°)")
+        colorbar = figure.colorbar(image, ax=axes)
+        colorbar.set_label(view.units)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(png) as temporary:
+            figure.savefig(temporary, format="png")
 
 
 def _limits(data: np.ndarray, kind: str) -> tuple[float, float]:
