@@ -161,7 +161,8 @@ def typed(root: Path, command: str, project: Project) -> subprocess.CompletedPro
     )
 
 
-def test_readme_first_steps_work_on_a_fresh_tree(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_key", [False, True], ids=["as-copied", "key-typed-in"])
+def test_readme_first_steps_work_on_a_fresh_tree(tmp_path: Path, with_key: bool) -> None:
     root = fresh_tree(tmp_path)
     project = Project(root, tmp_path / "docker-calls.jsonl", tmp_path / "docker-images.json")
     readme = (root / "README.md").read_text()
@@ -170,12 +171,12 @@ def test_readme_first_steps_work_on_a_fresh_tree(tmp_path: Path) -> None:
 
     copied = typed(root, "cp .env.example .env", project)
     assert copied.returncode == 0, copied.stderr
-    # "set OPENTOPO_API_KEY": the newcomer types the key after the `=` of its line.
     env = root / ".env"
-    lines = env.read_text().splitlines(keepends=True)
-    key_line = next(i for i, line in enumerate(lines) if line.startswith("OPENTOPO_API_KEY"))
-    lines[key_line] = lines[key_line].replace("=", "= my-key-123", 1)
-    env.write_text("".join(lines))
+    if with_key:  # the optional OPENTOPO_API_KEY, typed after the `=` of its line
+        lines = env.read_text().splitlines(keepends=True)
+        key_line = next(i for i, line in enumerate(lines) if line.startswith("OPENTOPO_API_KEY"))
+        lines[key_line] = lines[key_line].replace("=", "= my-key-123", 1)
+        env.write_text("".join(lines))
 
     planned = typed(root, "./run_docker.sh plan", project)
     assert planned.returncode == 0, planned.stderr
