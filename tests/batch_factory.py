@@ -86,7 +86,7 @@ class FakeRunner:
         gate: Any = None,
         stop: threading.Event | None = None,
     ) -> Any:
-        from insar_pipeline.pair.job import PairResult, PhaseEvent
+        from insar_pipeline.topsapp.job import PairResult, PhaseEvent
 
         with self._lock:
             self._running.add(job.pair_id)
@@ -151,7 +151,7 @@ class FakeRunner:
 
 def pair_result(pair_id: str, status: str, **fields: Any) -> Any:
     """A `PairResult` with empty defaults for the fields a test does not care about."""
-    from insar_pipeline.pair.job import PairResult
+    from insar_pipeline.topsapp.job import PairResult
 
     values: dict[str, Any] = dict(
         phases_done=(),
@@ -175,7 +175,7 @@ def fake_prepare(
     settings: Any, pair: Any, orbit_files: Mapping[str, Path], dem: Path, omp_threads: int
 ) -> Any:
     """`prepare_pair` stand-in: the job only (no topsApp.xml)."""
-    from insar_pipeline.pair.job import PairJob
+    from insar_pipeline.topsapp.job import PairJob
     from insar_pipeline.topsapp.steps import phase_table
 
     run_dir = settings.run_dir(pair.id).resolve()

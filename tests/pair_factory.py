@@ -33,8 +33,8 @@ from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.inputs.safe import Product, read_product
 from insar_pipeline.isce_image import IsceDemImage, write_sidecars
-from insar_pipeline.pair.job import PairJob
 from insar_pipeline.pair.prepare import prepare_pair
+from insar_pipeline.topsapp.job import PairJob
 from isce_double.double_faults import read_step_log
 
 DOUBLE = Path(__file__).resolve().parent / "isce_double" / "topsApp.py"

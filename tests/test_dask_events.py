@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from insar_pipeline.pair.job import PairResult, PhaseEvent
 from insar_pipeline.run.dask.events import LOST_WORKER, Executions
 from insar_pipeline.run.dask.task import TaskOutcome, event_message, not_run_result
+from insar_pipeline.topsapp.job import PairResult, PhaseEvent
 
 PAIR = "20230203_20230215"
 

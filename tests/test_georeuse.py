@@ -21,10 +21,10 @@ from insar_pipeline.georeuse.key import GeometryKey, geometry_key, guard, predic
 from insar_pipeline.georeuse.link import HELD_MARKER, has_geometry, link_geometry, reused_from
 from insar_pipeline.georeuse.plan import GeometryReuse, PairGeometry
 from insar_pipeline.inputs.pairs import Pair
-from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent
 from insar_pipeline.pair.prepare import prepare_pair
 from insar_pipeline.pair.runner import run_pair
 from insar_pipeline.topsapp.clean import _size, clean_command, clean_pair
+from insar_pipeline.topsapp.job import PairJob, PairResult, PhaseEvent
 from insar_pipeline.topsapp.steps import finished_steps
 from pair_factory import PairSetup, double_env, make_pair_setup
 

@@ -20,7 +20,7 @@ from insar_pipeline.ledger import schema as ledger_schema
 from insar_pipeline.ledger.reconcile import reconcile
 from insar_pipeline.ledger.schema import SCHEMA_VERSION
 from insar_pipeline.ledger.store import Ledger
-from insar_pipeline.pair.job import PhaseEvent
+from insar_pipeline.topsapp.job import PhaseEvent
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("preprocess", "geometry", "coregistration", "interferogram", "unwrap", "geocode")

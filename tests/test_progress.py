@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from insar_pipeline.logs import configure_logging
-from insar_pipeline.pair.job import PhaseEvent
 from insar_pipeline.run.progress import Progress
+from insar_pipeline.topsapp.job import PhaseEvent
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import pytest
 
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.store import Ledger
-from insar_pipeline.pair.job import PairResult
 from insar_pipeline.report.html import report_command, write_report
 from insar_pipeline.report.quicklook import read_decimated, render_finished_pair
+from insar_pipeline.topsapp.job import PairResult
 
 DONE, FAILED, BARE = "20250406_20250418", "20250418_20250430", "20250430_20250512"
 HOSTILE = "<script>alert('x')</script> & \"quotes\""

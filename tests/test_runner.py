@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from insar_pipeline.errors import InputError, Interrupted
-from insar_pipeline.pair.job import PairJob, PhaseEvent
 from insar_pipeline.pair.prepare import prepare_pair
 from insar_pipeline.pair.runner import run_pair
+from insar_pipeline.topsapp.job import PairJob, PhaseEvent
 from insar_pipeline.topsapp.steps import STEPS, Phase, checkpoint_paths, finished_steps, phase_table
 from pair_factory import double_env, make_pair_setup
 

@@ -12,8 +12,8 @@ from batch_factory import pair_result
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import RunLock
 from insar_pipeline.ledger.store import Ledger
-from insar_pipeline.pair.job import PhaseEvent
 from insar_pipeline.report.status import collect_status, render_status, status_command
+from insar_pipeline.topsapp.job import PhaseEvent
 
 PAIRS = [
     ("20250406_20250418", "REF", "SEC", 1),

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from insar_pipeline._io import atomic_output, write_bytes
 from insar_pipeline.georeuse.key import BEFORE_TOPO, TOPO, guard, missing_geometry
-from insar_pipeline.pair.job import LOGS_DIR, PairJob, PhaseEvent, next_log_number
 from insar_pipeline.topsapp.clean import CleanResult, clean_pair
+from insar_pipeline.topsapp.job import LOGS_DIR, PairJob, PhaseEvent, next_log_number
 from insar_pipeline.topsapp.steps import Phase, checkpoint_paths, finished_steps, remaining_phases
 from insar_pipeline.topsapp.xml import ORBIT_DIR
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from insar_pipeline.georeuse.key import TOPO, GeometryKey
-from insar_pipeline.pair.job import PairJob, PairResult, PairStatus, PhaseEvent
+from insar_pipeline.topsapp.job import PairJob, PairResult, PairStatus, PhaseEvent
 from insar_pipeline.topsapp.steps import Phase
 
 log = logging.getLogger(__name__)

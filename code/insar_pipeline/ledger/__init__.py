@@ -2,5 +2,5 @@
 migrations (`schema`), the repair from checkpoints (`reconcile`, which uses the store; the store
 never imports it) and the run lock (`lock`).
 
-May import: `pair.job` (records), and the primitives.
+May import: `topsapp.job` (records), and the primitives.
 """

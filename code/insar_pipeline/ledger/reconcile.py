@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from insar_pipeline.ledger.store import Column, Ledger
-from insar_pipeline.pair.job import PairStatus
+from insar_pipeline.topsapp.job import PairStatus
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from insar_pipeline.ledger.schema import (
     migrate,
     schema_version,
 )
-from insar_pipeline.pair.job import PairResult, PairStatus, PhaseEvent
+from insar_pipeline.topsapp.job import PairResult, PairStatus, PhaseEvent
 
 log = logging.getLogger(__name__)
 

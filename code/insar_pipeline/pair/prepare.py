@@ -18,7 +18,7 @@ from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.pair.decisions import PairDecisions, apply_decisions, pair_settings
-from insar_pipeline.pair.job import LOGS_DIR, PairJob
+from insar_pipeline.topsapp.job import LOGS_DIR, PairJob
 from insar_pipeline.topsapp.steps import finished_steps, phase_table
 from insar_pipeline.topsapp.xml import (
     ORBIT_DIR,

@@ -32,15 +32,6 @@ from insar_pipeline.pair.decisions import (
     read_decisions,
     record_decisions,
 )
-from insar_pipeline.pair.job import (
-    LOGS_DIR,
-    PairJob,
-    PairResult,
-    PairStatus,
-    PhaseEvent,
-    PhaseGate,
-    next_log_number,
-)
 from insar_pipeline.topsapp.checks import (
     ESD_COHERENCE,
     Verdict,
@@ -51,6 +42,15 @@ from insar_pipeline.topsapp.checks import (
 )
 from insar_pipeline.topsapp.child import run_child
 from insar_pipeline.topsapp.clean import clean_pair
+from insar_pipeline.topsapp.job import (
+    LOGS_DIR,
+    PairJob,
+    PairResult,
+    PairStatus,
+    PhaseEvent,
+    PhaseGate,
+    next_log_number,
+)
 from insar_pipeline.topsapp.steps import (
     STEPS,
     Phase,

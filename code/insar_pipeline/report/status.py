@@ -52,8 +52,8 @@ from insar_pipeline.inputs.config import Settings
 from insar_pipeline.ledger.lock import lock_holder
 from insar_pipeline.ledger.store import Ledger, PairRow, Record, SqlValue, ledger_path
 from insar_pipeline.pair.decisions import WITHOUT_ESD_NOTE, without_esd_line
-from insar_pipeline.pair.job import PairStatus
 from insar_pipeline.report.text import format_duration, text_table
+from insar_pipeline.topsapp.job import PairStatus
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 `provision`, `prepare`, `dispatch`, `summarise` and `report`. `recorded` brackets the stages: the
 run's ledger row gets its final status and exit code whatever happens, and an unexpected error
 leaves no pair "running". The coordinator lives in the main thread and is the ledger's only
-writer: executors hand it `PhaseEvent`s and `PairResult`s (`pair.job.Message`) through
+writer: executors hand it `PhaseEvent`s and `PairResult`s (`topsapp.job.Message`) through
 `Executor.poll`, and it turns them into ledger rows, log lines (one per phase start/end, with
 pair and phase) and progress.
 """
@@ -35,7 +35,6 @@ from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.ledger.reconcile import reconcile
 from insar_pipeline.ledger.store import Ledger, PairRow
 from insar_pipeline.pair.decisions import without_esd_line
-from insar_pipeline.pair.job import Message, PairJob, PairResult, PhaseEvent
 from insar_pipeline.report.text import format_duration, text_table
 from insar_pipeline.run.budget import (
     MemoryBudget,
@@ -56,6 +55,7 @@ from insar_pipeline.run.preflight import Preflight
 from insar_pipeline.run.progress import Progress
 from insar_pipeline.run.signals import StopRequest
 from insar_pipeline.topsapp.clean import clean_pair
+from insar_pipeline.topsapp.job import Message, PairJob, PairResult, PhaseEvent
 from insar_pipeline.topsapp.steps import Phase
 
 log = logging.getLogger(__name__)

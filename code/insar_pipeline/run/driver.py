@@ -23,7 +23,6 @@ from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.ledger.lock import RunLock
 from insar_pipeline.ledger.store import Ledger
 from insar_pipeline.logs import attach_pipeline_log
-from insar_pipeline.pair.job import PairJob
 from insar_pipeline.run.budget import MemoryBudget, Parallelism
 from insar_pipeline.run.coordinator import (
     Coordinator,
@@ -37,6 +36,7 @@ from insar_pipeline.run.local import Executor, LocalExecutor
 from insar_pipeline.run.preflight import preflight, refuse_blockers, validate
 from insar_pipeline.run.progress import Progress
 from insar_pipeline.run.signals import StopRequest
+from insar_pipeline.topsapp.job import PairJob
 
 log = logging.getLogger(__name__)
 

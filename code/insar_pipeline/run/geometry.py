@@ -19,9 +19,9 @@ from insar_pipeline.georeuse.plan import GeometryReuse, PairGeometry, topo_phase
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair
 from insar_pipeline.ledger.store import Ledger
-from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent
 from insar_pipeline.report.text import format_duration
 from insar_pipeline.topsapp.clean import clean_pair
+from insar_pipeline.topsapp.job import PairJob, PairResult, PhaseEvent
 from insar_pipeline.topsapp.steps import Phase, finished_steps
 from insar_pipeline.topsapp.xml import XML_NAME
 

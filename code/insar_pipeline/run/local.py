@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from insar_pipeline.errors import Interrupted
-from insar_pipeline.pair.job import Message, PairJob, PairResult, PairStatus, PhaseGate
+from insar_pipeline.topsapp.job import Message, PairJob, PairResult, PairStatus, PhaseGate
 
 
 class RunPair(Protocol):

@@ -17,7 +17,7 @@ from typing import IO
 from tqdm import tqdm
 
 from insar_pipeline.download import Download
-from insar_pipeline.pair.job import PairResult, PairStatus, PhaseEvent
+from insar_pipeline.topsapp.job import PairResult, PairStatus, PhaseEvent
 
 log = logging.getLogger(__name__)
 

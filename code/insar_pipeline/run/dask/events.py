@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from insar_pipeline.pair.job import PairResult, PhaseEvent
     from insar_pipeline.run.dask.task import TaskOutcome
+    from insar_pipeline.topsapp.job import PairResult, PhaseEvent
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Executions:
 
     def ingest(self, message: Mapping[str, Any], now: float) -> list[PhaseEvent]:
         """The ledger events of one worker message (none for a duplicate or a stale one)."""
-        from insar_pipeline.pair.job import PhaseEvent
+        from insar_pipeline.topsapp.job import PhaseEvent
 
         state = self._pairs.get(message["pair"])
         token, seq = message["token"], int(message["seq"])

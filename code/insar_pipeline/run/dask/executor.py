@@ -21,7 +21,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from insar_pipeline.inputs.config import JOBQUEUE_KINDS, Settings
-from insar_pipeline.pair.job import Message, PairStatus, PhaseEvent
 from insar_pipeline.run.budget import Parallelism, phase_weights
 from insar_pipeline.run.dask.cluster import (
     MEMORY_RESOURCE,
@@ -38,10 +37,11 @@ from insar_pipeline.run.dask.events import Executions
 from insar_pipeline.run.dask.probe import probe_shared_data
 from insar_pipeline.run.dask.task import TaskOutcome, not_run_result, run_pair_task, set_stop_flag
 from insar_pipeline.run.local import Executor
+from insar_pipeline.topsapp.job import Message, PairStatus, PhaseEvent
 from insar_pipeline.topsapp.steps import phase_table, remaining_phases
 
 if TYPE_CHECKING:
-    from insar_pipeline.pair.job import PairJob, PairResult
+    from insar_pipeline.topsapp.job import PairJob, PairResult
 
 log = logging.getLogger(__name__)
 

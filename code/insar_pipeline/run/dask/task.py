@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from insar_pipeline.pair.job import PairStatus
+from insar_pipeline.topsapp.job import PairStatus
 
 if TYPE_CHECKING:
-    from insar_pipeline.pair.job import PairJob, PairResult, PhaseEvent
+    from insar_pipeline.topsapp.job import PairJob, PairResult, PhaseEvent
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def not_run_result(
     pair_id: str, status: PairStatus, error: str, phases_done: tuple[str, ...] = ()
 ) -> PairResult:
     """A PairResult for a pair whose runner did not run (or did not return)."""
-    from insar_pipeline.pair.job import PairResult
+    from insar_pipeline.topsapp.job import PairResult
 
     return PairResult(
         pair_id=pair_id, status=status, phases_done=phases_done, attempts={}, error=error,
