@@ -253,7 +253,7 @@ def test_username_password_and_netrc_logins_never_write_the_netrc(
 def test_a_disk_too_small_is_refused_before_any_download(
     tmp_path: Path, acquire_services: AcquireServices, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fetch, "free_bytes", lambda folder: 10_000_000)
+    monkeypatch.setattr(fetch, "free_disk_bytes", lambda folder: 10_000_000)
     settings = settings_for(tmp_path, acquire_services)
     with pytest.raises(InputError, match="only 10.0 MB is free"):
         commands.download_command(settings, argparse.Namespace())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,14 @@ def remove_partials(folder: Path) -> None:
     for leftover in folder.glob(f".*{PART_SUFFIX}"):
         log.info("removing %s, left by an interrupted download or write", leftover.name)
         leftover.unlink(missing_ok=True)
+
+
+def free_disk_bytes(folder: Path) -> int:
+    """Free bytes on the file system of `folder` (or of its nearest existing parent)."""
+    path = folder.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 @contextlib.contextmanager

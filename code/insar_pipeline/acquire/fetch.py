@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from typing import NoReturn
 from requests.cookies import RequestsCookieJar
 from tqdm import tqdm
 
+from insar_pipeline._io import free_disk_bytes
 from insar_pipeline.acquire import http
 from insar_pipeline.errors import InputError, ServiceError
 
@@ -53,16 +53,9 @@ def bytes_to_fetch(jobs: Sequence[FileJob]) -> int:
     return total
 
 
-def free_bytes(folder: Path) -> int:
-    """Free bytes on the file system of `folder` (or its nearest existing parent)."""
-    while not folder.exists():
-        folder = folder.parent
-    return shutil.disk_usage(folder).free
-
-
 def check_disk(folder: Path, needed: int) -> None:
     """InputError before any download when the disk cannot hold `needed` bytes."""
-    free = free_bytes(folder)
+    free = free_disk_bytes(folder)
     if needed + DISK_MARGIN_BYTES > free:
         raise InputError(
             f"the downloads need {gigabytes(needed)} in {folder} (plus"

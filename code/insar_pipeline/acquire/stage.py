@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from insar_pipeline._io import free_disk_bytes
 from insar_pipeline.acquire import bursts, fetch, http
 from insar_pipeline.acquire.coverage import Acquisition, Selection, select
 from insar_pipeline.acquire.credentials import earthdata_token
@@ -167,5 +168,5 @@ def describe(settings: Settings, options: NetworkOptions | None = None) -> str |
         selection.acquisitions, options.max_days, options.neighbours, options.max_bperp
     )
     return render_search(
-        selection, present, fetch.free_bytes(settings.raw_dir), pairs, options.text, settings
+        selection, present, free_disk_bytes(settings.raw_dir), pairs, options.text, settings
     )

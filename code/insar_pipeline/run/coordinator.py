@@ -40,7 +40,6 @@ from insar_pipeline.run.budget import (
     MemoryBudget,
     Parallelism,
     phase_weights,
-    plan_parallelism,
 )
 from insar_pipeline.run.dispatch import (
     DispatchQueue,
@@ -117,7 +116,6 @@ class Coordinator:
     errors: dict[str, str] = field(default_factory=dict)
     downloads: list[Download] = field(default_factory=list)  # appended by provisioning threads
     todo: list[PairPlan] = field(default_factory=list)  # pairs to run, in dispatch order
-    parallelism: Parallelism | None = None
     # Whether a queued pair may start now; a pair held back stays queued, keeping its place
     # (geometry reuse holds a pair at topo until a donor's geometry exists).
     is_ready: Callable[[str], bool] = lambda pair_id: True
@@ -142,17 +140,11 @@ class Coordinator:
         """Plan from checkpoints, record the run, fail the pairs preflight excluded."""
         plans = self._plan()
         self.todo = [plan for plan in dispatch_order(plans) if plan.pair_id not in self.excluded]
-        self.parallelism = plan_parallelism(
-            self.checked.machine,
-            self.settings.workers,
-            self.settings.memory_per_worker_gb,
-            self.settings.memory_reserve_gb,
-            pairs_to_run=len(self.todo),
-        )
+        parallelism = self.checked.parallelism  # preflight's, for these same pairs
         self.run_id = self.ledger.start_run(
-            workers=self.parallelism.workers,
-            omp_threads=self.parallelism.omp_threads,
-            budget_gb=self.parallelism.budget_gb,
+            workers=parallelism.workers,
+            omp_threads=parallelism.omp_threads,
+            budget_gb=parallelism.budget_gb,
             pairs_total=len(plans),
             executor=self.settings.executor,
         )
@@ -212,7 +204,7 @@ class Coordinator:
     def dispatch(self, jobs: list[PairJob]) -> None:
         """Run the jobs on the executor until each has reported its result (or a stop)."""
         self.stage = "running the pairs"
-        parallelism = self._parallelism()
+        parallelism = self.checked.parallelism
         log.info(
             "%d pairs: %d done before, %d excluded, %d to run on %d workers x %d threads, "
             "%.1f GB budget",
@@ -252,11 +244,6 @@ class Coordinator:
         return RunSummary(**{**summary.__dict__, "report": report})
 
     # ---- the work behind the stages ----------------------------------------------------------
-
-    def _parallelism(self) -> Parallelism:
-        if self.parallelism is None:
-            raise RuntimeError("Coordinator.start() was not called")
-        return self.parallelism
 
     def _end_run(self, status: str, exit_code: int) -> None:
         try:
@@ -304,7 +291,7 @@ class Coordinator:
 
     def _prepare(self, provided: Provision) -> list[PairJob]:
         by_id = {pair.id: pair for pair in self.pairs}
-        omp_threads = self._parallelism().omp_threads
+        omp_threads = self.checked.parallelism.omp_threads
         jobs = []
         for pair in (by_id[plan.pair_id] for plan in self.todo):
             missing = [p.name for p in pair.products if p.name not in provided.orbit_files]

@@ -21,13 +21,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from insar_pipeline._io import free_disk_bytes
 from insar_pipeline.dem.provision import DemPlan, missing_prerequisites, plan_dems
 from insar_pipeline.errors import InputError
 from insar_pipeline.inputs.config import Settings
 from insar_pipeline.inputs.pairs import Pair, load_pairs
 from insar_pipeline.inputs.safe import SWATH_FILE_RE, Product
 from insar_pipeline.pair.prepare import spoiling_change
-from insar_pipeline.run.budget import Machine, detect_cores, detect_memory_gb, plan_parallelism
+from insar_pipeline.run.budget import (
+    Machine,
+    Parallelism,
+    detect_cores,
+    detect_memory_gb,
+    plan_parallelism,
+)
 from insar_pipeline.topsapp.steps import Phase, phase_table, remaining_phases, validate_phase_table
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,7 @@ class Preflight:
     validated: Validated
     dems: tuple[DemPlan, ...]
     left: Mapping[str, tuple[Phase, ...]]  # pair id -> phases still to run (from checkpoints)
+    parallelism: Parallelism  # for the pairs still to run: what `run` runs them with
     excluded: Mapping[str, str] = field(default_factory=dict)  # pair id -> reason
     warnings: tuple[str, ...] = ()
     # What would stop DEM provisioning (no key, no geoid grid): `run` refuses to start with
@@ -182,15 +190,22 @@ def preflight(
     started = [pair for pair in pairs if left[pair.id] and left[pair.id] != untouched]
     excluded = exclusions(settings, started, dems)
     todo = [pair for pair in pairs if left[pair.id] and pair.id not in excluded]
+    parallelism = plan_parallelism(
+        validated.machine,
+        settings.workers,
+        settings.memory_per_worker_gb,
+        settings.memory_reserve_gb,
+        pairs_to_run=len(todo),
+    )
     free = (free_bytes or free_disk_bytes)(settings.data_dir)
-    refusal, warning = disk_check(settings, validated.machine, todo, free)
+    refusal, warning = disk_check(settings, parallelism.workers, todo, free)
     if refusal:
         raise InputError(refusal)
     warnings = (*validated.warnings, *([warning] if warning else []))
     to_run = {pair.id for pair in todo}
     needed = [dem for dem in dems if not to_run.isdisjoint(dem.pair_ids)]
     blockers = tuple(missing_prerequisites(settings, needed))
-    return Preflight(validated, dems, left, excluded, warnings, blockers)
+    return Preflight(validated, dems, left, parallelism, excluded, warnings, blockers)
 
 
 def refuse_blockers(checked: Preflight) -> None:
@@ -213,9 +228,10 @@ def exclusions(
 
 
 def disk_check(
-    settings: Settings, machine: Machine, todo: Sequence[Pair], free: int
+    settings: Settings, workers: int, todo: Sequence[Pair], free: int
 ) -> tuple[str | None, str | None]:
-    """(refusal, warning) for the pairs still to run on `free` bytes of the data folder."""
+    """(refusal, warning) for the pairs still to run, `workers` at once, on `free` bytes of the
+    data folder."""
     pixels: dict[tuple[Path, tuple[int, ...]], int] = {}  # a reference is in many pairs
     needs = []
     for pair in todo:
@@ -223,13 +239,6 @@ def disk_check(
         if key not in pixels:
             pixels[key] = measurement_pixels(pair.reference, pair.swaths, settings.polarization)
         needs.append(pair_disk(settings, pair, pixels[key], _bytes_in(settings.run_dir(pair.id))))
-    workers = plan_parallelism(
-        machine,
-        settings.workers,
-        settings.memory_per_worker_gb,
-        settings.memory_reserve_gb,
-        pairs_to_run=len(todo),
-    ).workers
     return disk_verdict(needs, workers, free, settings.data_dir)
 
 
@@ -299,14 +308,6 @@ def disk_verdict(
             "(CLEAN=nuclear keeps less)"
         )
     return None, None
-
-
-def free_disk_bytes(folder: Path) -> int:
-    """Free bytes on the file system of `folder` (or of its nearest existing parent)."""
-    path = folder.resolve()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
 
 
 def _bytes_in(folder: Path) -> int:
