@@ -163,7 +163,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -172,6 +172,8 @@ import pytest
 from lxml import etree
 from shapely.geometry import LineString, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
+
+from loopback import LoopbackServer
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 ASF_RECORDS = REALDATA / "asf_search"
@@ -588,49 +590,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.reply(status, json.dumps(payload).encode(), "application/json", headers)
 
 
-class _LoopbackServer:
-    """A ThreadingHTTPServer on 127.0.0.1:0 in a daemon thread, optionally with TLS."""
-
-    scheme = "http"
+class _LoopbackServer(LoopbackServer):
+    """A loopback server whose handler is `_Handler`, recording every request; TLS when given
+    the test CA's files."""
 
     def __init__(self, tls: TlsFiles | None = None) -> None:
         handler = type("Handler", (_Handler,), {"owner": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        # Clients hang up on purpose: no tracebacks on stderr.
-        self._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
-        if tls is not None:
-            self.scheme = "https"
-            self._httpd.socket = tls.server_context().wrap_socket(
-                self._httpd.socket, server_side=True
-            )
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        super().__init__(handler, tls.server_context() if tls else None, quiet=True)
         self._lock = threading.Lock()
         self.requests: list[Hit] = []
-
-    def __enter__(self) -> _LoopbackServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
 
     @property
     def host(self) -> str:
         """host:port, as asf_search's `host` and the CMR_HOST / EDL_HOST settings take it."""
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.host}"
 
     def _record(self, hit: Hit) -> None:
         with self._lock:

@@ -28,12 +28,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
 from osgeo import gdal
+
+from loopback import LoopbackServer
 
 gdal.UseExceptions()
 
@@ -49,7 +51,7 @@ class Request:
     bytes: int
 
 
-class BucketEmulator:
+class BucketEmulator(LoopbackServer):
     """`with BucketEmulator(folder) as bucket: settings.with_changes(copernicus_dem_url=...)`."""
 
     def __init__(self, folder: Path) -> None:
@@ -57,29 +59,11 @@ class BucketEmulator:
         self.requests: list[Request] = []
         self.errors: dict[str, int] = {}  # key -> HTTP status to answer instead (503, 403...)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(self._handler_class())
 
     @property
     def bytes_sent(self) -> int:
         return sum(request.bytes for request in self.requests)
-
-    def __enter__(self) -> BucketEmulator:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         emulator = self

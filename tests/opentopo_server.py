@@ -22,12 +22,14 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from osgeo import gdal
+
+from loopback import LoopbackServer
 
 gdal.UseExceptions()
 
@@ -46,7 +48,7 @@ class Canned:
     delay_s: float = 0.0
 
 
-class OpenTopoEmulator:
+class OpenTopoEmulator(LoopbackServer):
     """`with OpenTopoEmulator(source) as server: settings.with_changes(opentopo_url=server.url)`."""
 
     def __init__(self, source: Path, api_key: str = "test-opentopo-key-5f3a9c") -> None:
@@ -57,25 +59,7 @@ class OpenTopoEmulator:
         self.delay_s = 0.0  # before every real (unscripted) answer: lets requests overlap
         self.cuts = 0  # this many real answers send half their body, then drop the connection
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> OpenTopoEmulator:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(self._handler_class())
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         emulator = self

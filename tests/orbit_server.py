@@ -21,7 +21,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from xml.sax.saxutils import escape
@@ -30,6 +30,7 @@ import pytest
 
 from insar_pipeline import _http as orbit_http
 from insar_pipeline.inputs.config import Settings
+from loopback import LoopbackServer
 from orbit_factories import SCENE_RE, make_eof, utc
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ class _State:
     asf_answers: dict[str, tuple[int, str]] = field(default_factory=dict)  # scene -> override
 
 
-class OrbitServer:
+class OrbitServer(LoopbackServer):
     """A threaded HTTP server on 127.0.0.1 playing ASF, the S3 bucket and CDSE."""
 
     def __init__(self, latency_s: float = 0.0, page_size: int = 1000, step_s: int = 60) -> None:
@@ -113,27 +114,7 @@ class OrbitServer:
         self.token = "token-" + uuid.uuid4().hex
         self._state = _State()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._httpd.handle_error = lambda request, address: None  # clients hang up on purpose
-        # A short poll interval: shutdown() waits up to one interval, for every test.
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    # lifecycle
-    def __enter__(self) -> OrbitServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        super().__init__(_handler_for(self), quiet=True)
 
     def settings(self, data_dir: Path, **changes: object) -> Settings:
         return service_settings(self.url, data_dir, **changes)
