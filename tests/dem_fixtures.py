@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from osgeo import gdal
 
 from opentopo_server import OpenTopoEmulator, synthetic_source
 
@@ -24,3 +26,21 @@ def source_fixture(tmp_path_factory) -> Path:
 def server_fixture(source):
     with OpenTopoEmulator(source, api_key=KEY) as emulator:
         yield emulator
+
+
+def write_egm2008_stand_in(folder: Path, undulation: np.ndarray) -> Path:
+    """A stand-in for PROJ's us_nga_egm08_25.tif (Debian's proj-data lacks it) in `folder`:
+    every 10th node of the real Los Angeles pair's per-pixel undulation (dem-stitcher's EGM2008),
+    on its 1" grid from 118.05 W, 34.05 N."""
+    nodes = undulation[::10, ::10]
+    folder.mkdir(parents=True, exist_ok=True)
+    step = 10 / 3600
+    grid = folder / "us_nga_egm08_25.tif"
+    dataset = gdal.GetDriverByName("GTiff").Create(
+        str(grid), nodes.shape[1], nodes.shape[0], 1, gdal.GDT_Float32
+    )
+    dataset.SetGeoTransform((-118.05 - step / 2, step, 0, 34.05 + step / 2, 0, -step))
+    dataset.SetProjection("EPSG:4326")
+    dataset.GetRasterBand(1).WriteArray(nodes.astype(np.float32))
+    dataset = None  # closes the file
+    return grid

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from dem_fixtures import KEY
+from dem_fixtures import KEY, write_egm2008_stand_in
 from insar_pipeline import _http as http
 from insar_pipeline.dem import convert as dem_convert
 from insar_pipeline.dem import provision as dem
@@ -99,17 +99,7 @@ def test_egm96_conversion_matches_the_real_ellipsoid_dem_up_to_the_geoid_model(t
 @needs_realdata
 def test_egm2008_conversion_with_a_stand_in_grid_matches_to_a_centimetre(tmp_path, proj_paths):
     undulation = real(ELLIPSOID_TIF) - real(GEOID_TIF)  # dem-stitcher's EGM2008, per pixel
-    nodes = undulation[::10, ::10]
-    grids = tmp_path / "proj"
-    grids.mkdir()
-    step = 10 / 3600
-    dataset = gdal.GetDriverByName("GTiff").Create(
-        str(grids / "us_nga_egm08_25.tif"), nodes.shape[1], nodes.shape[0], 1, gdal.GDT_Float32
-    )
-    dataset.SetGeoTransform((-118.05 - step / 2, step, 0, 34.05 + step / 2, 0, -step))
-    dataset.SetProjection("EPSG:4326")
-    dataset.GetRasterBand(1).WriteArray(nodes.astype(np.float32))
-    dataset = None
+    grids = write_egm2008_stand_in(tmp_path / "proj", undulation).parent
     proj_paths(grids, *osr.GetPROJSearchPaths())
     assert dem_convert.find_geoid_grid("EGM2008") == grids / "us_nga_egm08_25.tif"
     heights, _ = provision_la(tmp_path / "data", "COP30")

@@ -21,7 +21,7 @@ import pytest
 from osgeo import gdal, osr
 
 from copernicus_server import BucketEmulator, make_cog_tile, tile_columns, tile_key
-from dem_fixtures import KEY
+from dem_fixtures import KEY, write_egm2008_stand_in
 from insar_pipeline.dem import convert as dem_convert
 from insar_pipeline.dem import copernicus
 from insar_pipeline.dem import provision as dem
@@ -94,19 +94,9 @@ def egm2008(tmp_path, proj_paths) -> Path:
     installed = dem_convert.find_geoid_grid("EGM2008")
     if installed is not None:
         return installed
-    nodes = (real(ELLIPSOID_TIF) - real(GEOID_TIF))[::10, ::10]
-    folder = tmp_path / "proj"
-    folder.mkdir()
-    step = 10 / 3600
-    dataset = gdal.GetDriverByName("GTiff").Create(
-        str(folder / "us_nga_egm08_25.tif"), nodes.shape[1], nodes.shape[0], 1, gdal.GDT_Float32
-    )
-    dataset.SetGeoTransform((-118.05 - step / 2, step, 0, 34.05 + step / 2, 0, -step))
-    dataset.SetProjection("EPSG:4326")
-    dataset.GetRasterBand(1).WriteArray(nodes.astype(np.float32))
-    dataset = None
-    proj_paths(folder, *osr.GetPROJSearchPaths())
-    return folder / "us_nga_egm08_25.tif"
+    grid = write_egm2008_stand_in(tmp_path / "proj", real(ELLIPSOID_TIF) - real(GEOID_TIF))
+    proj_paths(grid.parent, *osr.GetPROJSearchPaths())
+    return grid
 
 
 @pytest.fixture(autouse=True)
